@@ -1,0 +1,133 @@
+"""Shared command-line plumbing: flag definitions shared by several commands, one-line errors.
+
+Flags that more than one command reads (data, architectures) are defined here so that one
+preset flagfile (flags/*.cfg) serves every command.
+"""
+
+import json
+import logging as pylogging
+import os
+import shutil
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from dpdfd_tf import data
+from dpdfd_tf.errors import DpdfdError
+
+DATASET = flags.DEFINE_string(
+    "dataset", "fashion_mnist", f"Dataset: one of {', '.join(sorted(data.DATASETS))}. For "
+    "distill it only fixes the image shape, number of classes and class names: no data is read.")
+DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "Local data: a directory with the original IDX files or an .npz file. "
+    "Default: a known local copy (Debian's dataset-fashion-mnist), else tensorflow-datasets.")
+TEACHER_ARCHITECTURE = flags.DEFINE_enum(
+    "teacher_architecture", "small_cnn", ["lenet5", "small_cnn", "resnet"],
+    "Teacher architecture (train_teacher).")
+TEACHER_WIDTH = flags.DEFINE_integer("teacher_width", None, "Teacher width (default per family).")
+STUDENT_ARCHITECTURE = flags.DEFINE_enum(
+    "student_architecture", "small_cnn", ["lenet5", "small_cnn", "resnet"], "Student architecture.")
+STUDENT_WIDTH = flags.DEFINE_integer("student_width", 16, "Student width (filters of the first "
+                                     "layer); None for the family default.")
+SEED = flags.DEFINE_integer("seed", 0, "Seed for weight initialization, latents and data order.")
+OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a finished run in --output_dir.")
+
+
+# Flags of the commands that read preset flagfiles (train_teacher, distill). A preset sets flags
+# for several commands; each command ignores the ones it does not define (absl --undefok), while
+# a misspelled flag is still an error. tests/test_cli.py keeps this list in sync.
+PRESET_FLAGS = (
+    "epochs", "teacher_batch_size", "teacher_learning_rate",
+    "teacher", "teacher_outputs", "teacher_input_range", "epsilon", "delta", "noise_multiplier",
+    "clip_norm", "batch_size", "steps", "distillation_loss", "temperature", "generator_mode",
+    "student_steps_per_iteration", "generator_steps_per_iteration", "generator_warmup_steps",
+    "generator_confidence_weight", "generator_balance_weight", "generator_image_diversity_weight",
+    "generator_feature_diversity_weight", "generator_released_rows_weight", "latent_dim",
+    "generator_width", "student_learning_rate", "generator_learning_rate", "jit_compile",
+    "noise_seed", "steps_per_epoch", "log_every", "sample_every", "checkpoint_every")
+
+
+def run(main):
+  """absl app.run with user errors reported as one line and exit status 2."""
+  sys.argv = sys.argv[:1] + [f"--undefok={','.join(PRESET_FLAGS)}"] + sys.argv[1:]
+
+  def wrapped(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+      return main(argv)
+    except DpdfdError as error:
+      program = os.path.basename(sys.argv[0]) if sys.argv else "dpdfd_tf"
+      print(f"{program}: error: {error}", file=sys.stderr)
+      sys.exit(2)
+
+  app.run(wrapped)
+
+
+def require(condition, message):
+  if not condition:
+    raise DpdfdError(message)
+
+
+def check_output_dir(path, finished_marker, overwrite, resumable=False):
+  """Validates --output_dir before any work. Returns True if an unfinished run should resume.
+
+  A directory holding a finished run (``finished_marker`` exists) is an error unless
+  ``overwrite``; nothing is deleted here (see ``clear_output_dir``), so bad input never changes
+  files.
+  """
+  require(path, "--output_dir is required")
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise DpdfdError(f"--output_dir {path} exists and is not a directory")
+  if not os.path.isdir(path) or not os.listdir(path):
+    return False
+  if overwrite:
+    return False
+  if os.path.exists(os.path.join(path, finished_marker)):
+    raise DpdfdError(f"{path} already holds a finished run; pass --overwrite to replace it or "
+                     "choose another --output_dir")
+  if resumable:
+    return True
+  raise DpdfdError(f"{path} is not empty; pass --overwrite to replace its contents")
+
+
+def clear_output_dir(path):
+  if os.path.isdir(path):
+    shutil.rmtree(path)
+  os.makedirs(path, exist_ok=True)
+
+
+def write_json(path, payload):
+  temporary = path + ".partial"
+  with open(temporary, "w") as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(temporary, path)
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def flag_values(names):
+  return {name: flags.FLAGS[name].value for name in names}
+
+
+def configure_logging():
+  """Our progress lines at INFO on stderr; TensorFlow's own chatter only from WARNING up."""
+  logging.set_verbosity(logging.WARNING)
+  logger = log()
+  if not logger.handlers:
+    handler = pylogging.StreamHandler(sys.stderr)
+    handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                             "%H:%M:%S"))
+    logger.addHandler(handler)
+  logger.setLevel(pylogging.INFO)
+  logger.propagate = False
+
+
+def log():
+  return pylogging.getLogger("dpdfd_tf")

@@ -1,0 +1,242 @@
+r"""Converts a teacher into a differentially private student and generator, without data.
+
+  python -m dpdfd_tf.distill --flagfile=flags/fashion_mnist.cfg --teacher=runs/teacher/model \
+      --epsilon=10 --delta=1e-5 --output_dir=runs/dpdfd
+
+Writes to --output_dir: ``student/`` and ``generator/`` (SavedModels), ``privacy_report.json``,
+``metrics.jsonl``, ``samples.png`` (refreshed during training), ``run_config.json`` and
+``checkpoints/``. Checkpoints hold the noise generator's state: keep them as private as the
+teacher. Rerunning with the same flags on an unfinished --output_dir resumes it, privacy budget
+included.
+"""
+
+import math
+import os
+import sys
+
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from dpdfd_tf import cli  # defines the shared flags; sets up tf.keras (see _compat)
+from dpdfd_tf import accounting
+from dpdfd_tf import architectures
+from dpdfd_tf import callbacks
+from dpdfd_tf import data
+from dpdfd_tf import distiller
+from dpdfd_tf import export
+from dpdfd_tf import teachers
+from dpdfd_tf._compat import keras
+from dpdfd_tf.errors import DpdfdError
+
+TEACHER = flags.DEFINE_string("teacher", None, "Teacher: SavedModel directory, .keras or .h5.")
+TEACHER_OUTPUTS = flags.DEFINE_enum("teacher_outputs", "auto", list(teachers.OUTPUT_KINDS),
+                                    "Whether the teacher returns logits or probabilities.")
+TEACHER_INPUT_RANGE = flags.DEFINE_string(
+    "teacher_input_range", "0,1", "Input range the teacher was trained on: 'low,high' (e.g. "
+    "'0,1', '-1,1', '0,255') or 'mean=m1[,m2,m3]/std=s1[,s2,s3]' applied to [0, 1] pixels.")
+OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the run.")
+EPSILON = flags.DEFINE_float("epsilon", None, "Target epsilon: sigma is calibrated so that the "
+                             "planned --steps spend at most this much.")
+DELTA = flags.DEFINE_float("delta", 1e-5, "Target delta; choose < 1/(number of private records).")
+NOISE_MULTIPLIER = flags.DEFINE_float(
+    "noise_multiplier", None, "sigma, instead of --epsilon (epsilon is then reported). 0 disables "
+    "the noise: not private.")
+CLIP_NORM = flags.DEFINE_float("clip_norm", 1.0, "C: rows are normalized to norm <= C.")
+BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "B: synthetic samples per step.")
+STEPS = flags.DEFINE_integer("steps", 1000, "Private student steps (T); the budget is planned "
+                             "for exactly these.")
+DISTILLATION_LOSS = flags.DEFINE_enum("distillation_loss", "kl", ["kl", "l1"],
+                                      "Distillation loss on logits.")
+TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Temperature of the KL loss.")
+GENERATOR_MODE = flags.DEFINE_enum(
+    "generator_mode", "student", list(distiller.GENERATOR_MODES),
+    "student: teacher-free (private). teacher (DAFL) / adversarial (DFAD): query the teacher "
+    "without noise; NOT private, reported as epsilon = inf.")
+STUDENT_STEPS_PER_ITERATION = flags.DEFINE_integer(
+    "student_steps_per_iteration", 1, "Student steps per alternation.")
+GENERATOR_STEPS_PER_ITERATION = flags.DEFINE_integer(
+    "generator_steps_per_iteration", 1, "Generator steps per alternation.")
+GENERATOR_WARMUP_STEPS = flags.DEFINE_integer(
+    "generator_warmup_steps", 300, "Generator-only diversity steps before distillation "
+    "(student mode; free in privacy).")
+LOSS_WEIGHTS = {
+    field: flags.DEFINE_float(f"generator_{field}_weight", default,
+                              f"Weight of the {field} term of the student-mode generator loss.")
+    for field, default in (
+        (f.name, f.default) for f in distiller.dataclasses.fields(distiller.GeneratorLossWeights))
+}
+LATENT_DIM = flags.DEFINE_integer("latent_dim", 100, "Generator latent dimension.")
+GENERATOR_WIDTH = flags.DEFINE_integer("generator_width", 16, "Generator width.")
+STUDENT_LEARNING_RATE = flags.DEFINE_float("student_learning_rate", 1e-3, "Student Adam rate.")
+GENERATOR_LEARNING_RATE = flags.DEFINE_float("generator_learning_rate", 1e-3,
+                                             "Generator Adam rate.")
+JIT_COMPILE = flags.DEFINE_enum(
+    "jit_compile", "auto", ["auto", "true", "false"],
+    "XLA-compile the train step. auto: on with a GPU, off on CPU (measured faster; BUILD.md).")
+NOISE_SEED = flags.DEFINE_integer(
+    "noise_seed", None, "Fixed seed for the privacy noise, for tests only: anyone who knows it "
+    "can remove the noise. Default: OS entropy.")
+STEPS_PER_EPOCH = flags.DEFINE_integer("steps_per_epoch", 100, "Iterations per Keras epoch.")
+LOG_EVERY = flags.DEFINE_integer("log_every", 50, "Log a progress line every N private steps.")
+SAMPLE_EVERY = flags.DEFINE_integer("sample_every", 200, "Refresh samples.png every N steps.")
+CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 200, "Checkpoint every N steps.")
+
+FINISHED_MARKER = "privacy_report.json"
+CONFIG_FILE = "run_config.json"
+# Flags that change what a run computes: a resumed run must match them.
+RUN_FLAGS = ("teacher", "teacher_outputs", "teacher_input_range", "dataset", "epsilon", "delta",
+             "noise_multiplier", "clip_norm", "batch_size", "steps", "distillation_loss",
+             "temperature", "generator_mode", "student_steps_per_iteration",
+             "generator_steps_per_iteration", "generator_warmup_steps", "latent_dim",
+             "generator_width", "student_architecture", "student_width",
+             "student_learning_rate", "generator_learning_rate", "seed",
+             *(f"generator_{field}_weight" for field in LOSS_WEIGHTS))
+
+
+def validate_flags():
+  require = cli.require
+  require(TEACHER.value, "--teacher is required")
+  require(EPSILON.value is None or EPSILON.value > 0,
+          f"--epsilon must be > 0, got {EPSILON.value}")
+  require(0 < DELTA.value < 1, f"--delta must be in (0, 1), got {DELTA.value}")
+  require(CLIP_NORM.value > 0 and math.isfinite(CLIP_NORM.value),
+          f"--clip_norm must be > 0, got {CLIP_NORM.value}")
+  require(BATCH_SIZE.value >= 1, f"--batch_size must be >= 1, got {BATCH_SIZE.value}")
+  require(STEPS.value >= 1, f"--steps must be >= 1, got {STEPS.value}")
+  require(TEMPERATURE.value > 0, "--temperature must be > 0")
+  require(STUDENT_STEPS_PER_ITERATION.value >= 1, "--student_steps_per_iteration must be >= 1")
+  require(GENERATOR_STEPS_PER_ITERATION.value >= 0,
+          "--generator_steps_per_iteration must be >= 0")
+  require(STEPS.value % STUDENT_STEPS_PER_ITERATION.value == 0,
+          "--steps must be a multiple of --student_steps_per_iteration")
+  require(GENERATOR_WARMUP_STEPS.value >= 0, "--generator_warmup_steps must be >= 0")
+  require(LATENT_DIM.value >= 1 and GENERATOR_WIDTH.value >= 1,
+          "--latent_dim and --generator_width must be >= 1")
+  require(STUDENT_LEARNING_RATE.value > 0 and GENERATOR_LEARNING_RATE.value > 0,
+          "learning rates must be > 0")
+  for name in ("steps_per_epoch", "log_every", "sample_every", "checkpoint_every"):
+    require(flags.FLAGS[name].value >= 1, f"--{name} must be >= 1")
+  require((EPSILON.value is None) != (NOISE_MULTIPLIER.value is None),
+          "pass exactly one of --epsilon (calibrates the noise) and --noise_multiplier")
+  require(NOISE_MULTIPLIER.value is None or NOISE_MULTIPLIER.value >= 0,
+          f"--noise_multiplier must be >= 0, got {NOISE_MULTIPLIER.value}")
+  require(EPSILON.value is None or GENERATOR_MODE.value in distiller.TEACHER_FREE_GENERATOR_MODES,
+          f"--generator_mode={GENERATOR_MODE.value} queries the teacher without noise, so no "
+          "epsilon can be met; use --generator_mode=student or pass --noise_multiplier")
+
+
+def planned_noise_multiplier():
+  if NOISE_MULTIPLIER.value is not None:
+    return NOISE_MULTIPLIER.value
+  release = accounting.Release(0.0, BATCH_SIZE.value, STEPS.value)
+  return accounting.calibrate_noise_multiplier(EPSILON.value, DELTA.value, release)
+
+
+def use_jit_compile():
+  if JIT_COMPILE.value == "auto":
+    return bool(tf.config.list_physical_devices("GPU"))
+  return JIT_COMPILE.value == "true"
+
+
+def build_model(info, teacher, noise_multiplier):
+  keras.utils.set_random_seed(cli.SEED.value)
+  student = architectures.build_classifier(cli.STUDENT_ARCHITECTURE.value, info.image_shape,
+                                           info.num_classes, width=cli.STUDENT_WIDTH.value,
+                                           name="student")
+  generator = architectures.build_generator(info.image_shape, LATENT_DIM.value,
+                                            GENERATOR_WIDTH.value)
+  weights = distiller.GeneratorLossWeights(
+      **{field: flag.value for field, flag in LOSS_WEIGHTS.items()})
+  model = distiller.DPDFD(
+      teacher, student, generator, batch_size=BATCH_SIZE.value, clip_norm=CLIP_NORM.value,
+      noise_multiplier=noise_multiplier, distillation_loss=DISTILLATION_LOSS.value,
+      temperature=TEMPERATURE.value, generator_mode=GENERATOR_MODE.value,
+      student_steps_per_iteration=STUDENT_STEPS_PER_ITERATION.value,
+      generator_steps_per_iteration=GENERATOR_STEPS_PER_ITERATION.value,
+      generator_warmup_steps=GENERATOR_WARMUP_STEPS.value, generator_loss_weights=weights,
+      max_private_steps=STEPS.value, seed=cli.SEED.value, noise_seed=NOISE_SEED.value)
+  model.compile(student_optimizer=keras.optimizers.Adam(STUDENT_LEARNING_RATE.value),
+                generator_optimizer=keras.optimizers.Adam(GENERATOR_LEARNING_RATE.value),
+                jit_compile=use_jit_compile())
+  return model
+
+
+def main(argv):
+  del argv
+  cli.configure_logging()
+  validate_flags()
+  output_dir = OUTPUT_DIR.value
+  info = data.dataset_info(cli.DATASET.value)
+  resume = cli.check_output_dir(output_dir, FINISHED_MARKER, cli.OVERWRITE.value, resumable=True)
+  config = cli.flag_values(RUN_FLAGS)
+  if resume:
+    config_path = os.path.join(output_dir, CONFIG_FILE)
+    if not os.path.isfile(config_path) or cli.read_json(config_path) != config:
+      raise DpdfdError(f"{output_dir} holds an unfinished run with different flags; rerun with "
+                       "the same flags to resume it, or pass --overwrite")
+  teacher = teachers.load_classifier(
+      TEACHER.value, info.image_shape, info.num_classes, TEACHER_OUTPUTS.value,
+      teachers.InputRange.parse(TEACHER_INPUT_RANGE.value))
+  noise_multiplier = planned_noise_multiplier()
+  if not resume:
+    cli.clear_output_dir(output_dir)
+    cli.write_json(os.path.join(output_dir, CONFIG_FILE), config)
+
+  model = build_model(info, teacher, noise_multiplier)
+  if not model.is_private:
+    cli.log().warning("THIS RUN IS NOT PRIVATE (epsilon = inf): %s", model.not_private_reason())
+  elif model.noise_seed_is_fixed:
+    cli.log().warning("--noise_seed is fixed: anyone who knows it can remove the noise")
+  planned = accounting.epsilon(model.release(STEPS.value), DELTA.value)
+  cli.log().info("noise multiplier sigma = %.4g; planned %d private steps spend epsilon = %s "
+               "(delta = %g)", noise_multiplier, STEPS.value, accounting.format_epsilon(planned),
+               DELTA.value)
+
+  checkpoint = model.checkpoint()
+  manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"),
+                                       max_to_keep=2)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    cli.log().info("resumed from %s at private step %d", manager.latest_checkpoint,
+                 int(model.private_steps.numpy()))
+
+  grid_latents = tf.random.stateless_normal([40, LATENT_DIM.value], seed=(cli.SEED.value, 1))
+  run_callbacks = [
+      callbacks.PrivacyProgress(DELTA.value, LOG_EVERY.value,
+                                os.path.join(output_dir, "metrics.jsonl"), STEPS.value),
+      callbacks.SampleGrid(os.path.join(output_dir, "samples.png"), grid_latents,
+                           SAMPLE_EVERY.value, list(info.class_names)),
+      callbacks.Checkpointing(manager, CHECKPOINT_EVERY.value),
+  ]
+  remaining = model.remaining_iterations()
+  if remaining:
+    epochs = math.ceil(remaining / STEPS_PER_EPOCH.value)
+    try:
+      model.fit(steps_per_epoch=min(STEPS_PER_EPOCH.value, remaining), epochs=epochs,
+                callbacks=run_callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    except KeyboardInterrupt:
+      manager.save(checkpoint_number=int(model.private_steps.numpy()))
+      spent = accounting.format_epsilon(model.epsilon(DELTA.value))
+      print(f"interrupted at private step {int(model.private_steps.numpy())}; checkpoint saved; "
+            f"epsilon spent so far: {spent}. Rerun the same command to resume.", file=sys.stderr)
+      sys.exit(130)
+
+  export.export_student(model.student, os.path.join(output_dir, "student"))
+  export.export_generator(model.generator, model.student, os.path.join(output_dir, "generator"))
+  report = accounting.privacy_report(
+      model.release(), DELTA.value, CLIP_NORM.value, model.not_private_reason(),
+      generator_mode=GENERATOR_MODE.value, target_epsilon=EPSILON.value,
+      planned_steps=STEPS.value, noise_seed="fixed (test only)" if NOISE_SEED.value is not None
+      else "OS entropy", teacher=TEACHER.value,
+      released=["student/", "generator/", "samples.png", "metrics.jsonl", "privacy_report.json"],
+      keep_private=["checkpoints/ (noise generator state)", "the teacher"])
+  cli.write_json(os.path.join(output_dir, FINISHED_MARKER), report)
+  print("privacy report:", accounting.describe(report))
+  print(f"student: {os.path.join(output_dir, 'student')}  generator: "
+        f"{os.path.join(output_dir, 'generator')}  samples: "
+        f"{os.path.join(output_dir, 'samples.png')}")
+
+
+if __name__ == "__main__":
+  cli.run(main)

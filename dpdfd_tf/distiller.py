@@ -1,0 +1,352 @@
+"""The DPDFD Keras model: alternating private student steps and generator steps.
+
+Usage, as any Keras model::
+
+    model = DPDFD(teacher=teacher, student=student, generator=generator,
+                  noise_multiplier=sigma, clip_norm=1.0, batch_size=256, max_private_steps=2000)
+    model.compile(student_optimizer=keras.optimizers.Adam(1e-3),
+                  generator_optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    model.fit(steps_per_epoch=100, epochs=20, callbacks=[...])   # no data: it is data-free
+
+The privacy-relevant state (``private_steps``) lives in the model and in every checkpoint; the
+accountant (``privacy_report``) always reads that counter, never the plan, so a run can never
+report less than it spent.
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+import tensorflow as tf
+
+from dpdfd_tf import accounting
+from dpdfd_tf import losses
+from dpdfd_tf import mechanism
+from dpdfd_tf._compat import keras
+from dpdfd_tf.errors import BudgetExhaustedError
+
+GENERATOR_MODES = ("student", "teacher", "adversarial")
+# Generator modes that never call the teacher: the only ones compatible with a finite epsilon.
+TEACHER_FREE_GENERATOR_MODES = ("student",)
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorLossWeights:
+  """Weights of the teacher-free (``student``) generator objective. All terms are free in privacy.
+
+  Attributes:
+    confidence: one-hot term, CE of the student on its own argmax (the paper's loss).
+    balance: information-entropy term, pushes the student's batch-mean prediction to uniform.
+    image_diversity: mean pairwise distance between generated images (prevents collapse).
+    feature_diversity: mean pairwise distance between the student's probability vectors.
+    released_rows: adversarial term on the released noisy rows (post-processing).
+  """
+  confidence: float = 1.0
+  balance: float = 5.0
+  image_diversity: float = 1.0
+  feature_diversity: float = 1.0
+  released_rows: float = 1.0
+
+
+class DPDFD(keras.Model):
+  """Differentially private data-free distillation as a Keras model.
+
+  Args:
+    teacher: Keras model, [0, 1] images -> logits. Frozen; only ever called in inference mode.
+    student: Keras model, [0, 1] images -> logits. Trained on released (noisy) rows only.
+    generator: Keras model, latents -> [0, 1] images.
+    batch_size: B, synthetic samples per step. Privacy: in the teacher unit the release's
+      sensitivity grows as sqrt(B).
+    clip_norm: C, each per-sample row is normalized to norm <= C before noise.
+    noise_multiplier: sigma; noise std per entry is sigma * C. 0 is not private.
+    distillation_loss: 'kl' (at ``temperature``) or 'l1' on logits.
+    temperature: softening temperature for 'kl'.
+    generator_mode: 'student' (teacher-free, free in privacy), 'teacher' (DAFL: the teacher as the
+      discriminator) or 'adversarial' (DFAD: maximize teacher-student discrepancy). The last two
+      query the teacher without noise: the run is NOT private whatever sigma is.
+    student_steps_per_iteration: private student steps per train_step.
+    generator_steps_per_iteration: generator steps per train_step.
+    generator_warmup_steps: generator-only steps (image diversity, no student, no teacher) run
+      before the first student step; free in privacy.
+    generator_loss_weights: GeneratorLossWeights for the 'student' mode.
+    privacy_unit: accounting unit ('teacher' or 'teacher_ensemble').
+    num_teachers: M for the 'teacher_ensemble' unit.
+    max_private_steps: budget in private steps; fit never runs a step past it.
+    seed: seed for latents (and weights' initial noise stream when ``noise_seed`` is None).
+    noise_seed: seed of the privacy noise. Leave None (OS entropy) for real runs: anyone who
+      knows a fixed noise seed can subtract the noise.
+  """
+
+  def __init__(self, teacher, student, generator, *, batch_size=256, clip_norm=1.0,
+               noise_multiplier=0.0, distillation_loss="kl", temperature=1.0,
+               generator_mode="student", student_steps_per_iteration=1,
+               generator_steps_per_iteration=1, generator_warmup_steps=0,
+               generator_loss_weights=GeneratorLossWeights(), privacy_unit="teacher",
+               num_teachers=1, max_private_steps: Optional[int] = None, seed=None,
+               noise_seed=None, name="dpdfd", **kwargs):
+    super().__init__(name=name, **kwargs)
+    _check(batch_size >= 1, f"batch size must be >= 1, got {batch_size}")
+    _check(clip_norm > 0 and math.isfinite(clip_norm), f"clip norm must be > 0, got {clip_norm}")
+    _check(noise_multiplier >= 0 and math.isfinite(noise_multiplier),
+           f"noise multiplier must be >= 0, got {noise_multiplier}")
+    _check(distillation_loss in losses.DISTILLATION_LOSSES,
+           f"unknown distillation loss {distillation_loss!r}")
+    _check(temperature > 0, f"temperature must be > 0, got {temperature}")
+    _check(generator_mode in GENERATOR_MODES, f"unknown generator mode {generator_mode!r}; "
+           f"expected one of {GENERATOR_MODES}")
+    _check(student_steps_per_iteration >= 1 and generator_steps_per_iteration >= 0,
+           "need >= 1 student step and >= 0 generator steps per iteration")
+    _check(max_private_steps is None or max_private_steps >= 0, "max_private_steps must be >= 0")
+    _check(privacy_unit in ("teacher", "teacher_ensemble"), f"unknown unit {privacy_unit!r}")
+    _check(teacher.output_shape[-1] == student.output_shape[-1],
+           f"teacher has {teacher.output_shape[-1]} outputs, student "
+           f"{student.output_shape[-1]}")
+    _check(tuple(generator.output_shape[1:]) == tuple(student.input_shape[1:]) ==
+           tuple(teacher.input_shape[1:]),
+           f"generator output {generator.output_shape[1:]}, student input "
+           f"{student.input_shape[1:]} and teacher input {teacher.input_shape[1:]} differ")
+    teacher.trainable = False
+    self.teacher = teacher
+    self.student = student
+    self.generator = generator
+    self.batch_size = int(batch_size)
+    self.latent_dim = int(generator.input_shape[-1])
+    self.clip_norm = float(clip_norm)
+    self.noise_multiplier = float(noise_multiplier)
+    self.distillation_loss = distillation_loss
+    self.temperature = float(temperature)
+    self.generator_mode = generator_mode
+    self.student_steps_per_iteration = int(student_steps_per_iteration)
+    self.generator_steps_per_iteration = int(generator_steps_per_iteration)
+    self.generator_warmup_steps = int(generator_warmup_steps)
+    self.generator_loss_weights = generator_loss_weights
+    self.privacy_unit = privacy_unit
+    self.num_teachers = int(num_teachers)
+    self.max_private_steps = max_private_steps
+    self.noise_seed_is_fixed = noise_seed is not None
+    # Latents and noise come from separate streams: the latent seed may be published, the noise
+    # stream must stay secret (checkpoints hold its state; treat them like the teacher).
+    self.latent_rng = (tf.random.Generator.from_seed(seed) if seed is not None
+                       else tf.random.Generator.from_non_deterministic_state())
+    self.noise_rng = (tf.random.Generator.from_seed(noise_seed) if noise_seed is not None
+                      else tf.random.Generator.from_non_deterministic_state())
+    self.private_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="private_steps")
+    self.warmup_steps_done = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                         name="warmup_steps_done")
+    self._trackers = {name: keras.metrics.Mean(name=name) for name in self._metric_names()}
+
+  # ---- privacy status -------------------------------------------------------------------------
+
+  @property
+  def generator_queries_teacher(self) -> bool:
+    return self.generator_mode not in TEACHER_FREE_GENERATOR_MODES
+
+  @property
+  def is_private(self) -> bool:
+    """True only if every path from the teacher to a released value is normalized and noised."""
+    return self.noise_multiplier > 0 and not self.generator_queries_teacher
+
+  def release(self, steps=None) -> accounting.Release:
+    """What this model has released after ``steps`` private steps (default: so far).
+
+    A run that is not private is described with sigma = 0, so it accounts as epsilon = inf.
+    """
+    steps = int(self.private_steps.numpy()) if steps is None else int(steps)
+    return accounting.Release(
+        noise_multiplier=self.noise_multiplier if self.is_private else 0.0,
+        batch_size=self.batch_size, steps=steps, unit=self.privacy_unit,
+        num_teachers=self.num_teachers)
+
+  def epsilon(self, delta, steps=None) -> float:
+    return accounting.epsilon(self.release(steps), delta)
+
+  def not_private_reason(self) -> Optional[str]:
+    if self.generator_queries_teacher:
+      return (f"generator mode {self.generator_mode!r} queries the teacher without noise; "
+              "its samples and the generator are functions of the private data")
+    if self.noise_multiplier == 0:
+      return "noise multiplier is 0: the rows are released without noise"
+    return None
+
+  # ---- Keras plumbing ---------------------------------------------------------------------------
+
+  def compile(self, student_optimizer="adam", generator_optimizer="adam", **kwargs):
+    """Like keras.Model.compile, with one optimizer per network (names or instances)."""
+    if kwargs.get("steps_per_execution", 1) != 1 and self.max_private_steps is not None:
+      raise ValueError("steps_per_execution must be 1 when a privacy budget is enforced")
+    super().compile(**kwargs)
+    self.student_optimizer = keras.optimizers.get(student_optimizer)
+    self.generator_optimizer = keras.optimizers.get(generator_optimizer)
+    # Build slots now so that warm-up and train_step share them under tf.function/XLA.
+    self.student_optimizer.build(self.student.trainable_variables)
+    self.generator_optimizer.build(self.generator.trainable_variables)
+
+  @property
+  def metrics(self):
+    return list(self._trackers.values())
+
+  def _metric_names(self):
+    names = ["generator_loss", "student_batch_entropy", "released_row_norm"]
+    if not self.is_private:
+      # Computed from raw teacher outputs: only logged when the run is not private anyway.
+      names += ["distillation_loss", "teacher_agreement"]
+    return names
+
+  def call(self, images, training=False):
+    return self.student(images, training=training)
+
+  def sample_latents(self, batch_size=None):
+    return mechanism.standard_normal(self.latent_rng,
+                                     [batch_size or self.batch_size, self.latent_dim])
+
+  def checkpoint(self, **extra) -> tf.train.Checkpoint:
+    """Everything needed to resume: networks, optimizers, RNG states and the private step count.
+
+    It holds the noise generator's state: keep checkpoints as private as the teacher.
+    """
+    return tf.train.Checkpoint(
+        student=self.student, generator=self.generator,
+        student_optimizer=self.student_optimizer, generator_optimizer=self.generator_optimizer,
+        latent_rng=self.latent_rng, noise_rng=self.noise_rng, private_steps=self.private_steps,
+        warmup_steps_done=self.warmup_steps_done, **extra)
+
+  def fit(self, x=None, *args, callbacks=None, steps_per_epoch=None, **kwargs):
+    """keras.Model.fit without data: runs the generator warm-up, then the alternating steps.
+
+    ``steps_per_epoch`` defaults to the iterations left in the privacy budget. A ``PrivacyBudget``
+    callback is always added: no step runs past ``max_private_steps``.
+    """
+    if x is None:
+      x = tf.data.Dataset.from_tensors(0.0).repeat()
+    remaining = self.remaining_iterations()
+    if remaining == 0:
+      raise BudgetExhaustedError(
+          f"privacy budget exhausted: {int(self.private_steps.numpy())} of "
+          f"{self.max_private_steps} private steps already taken")
+    if steps_per_epoch is None:
+      if remaining is None:
+        raise ValueError("pass steps_per_epoch (no max_private_steps to derive it from)")
+      steps_per_epoch = remaining
+    self.warm_up_generator()
+    callbacks = list(callbacks or [])
+    if not any(isinstance(c, PrivacyBudget) for c in callbacks):
+      callbacks.insert(0, PrivacyBudget())
+    return super().fit(x, *args, callbacks=callbacks, steps_per_epoch=steps_per_epoch, **kwargs)
+
+  def remaining_iterations(self) -> Optional[int]:
+    if self.max_private_steps is None:
+      return None
+    left = self.max_private_steps - int(self.private_steps.numpy())
+    return max(0, left // self.student_steps_per_iteration)
+
+  # ---- the algorithm ----------------------------------------------------------------------------
+
+  def warm_up_generator(self):
+    """Trains the generator for coarse image diversity alone (no student, no teacher): free."""
+    remaining = self.generator_warmup_steps - int(self.warmup_steps_done.numpy())
+    if remaining <= 0 or self.generator_mode != "student":
+      return
+    if not hasattr(self, "_warmup_function"):
+      self._warmup_function = tf.function(self._warmup_step, jit_compile=self._jit_compile)
+    for _ in range(remaining):
+      self._warmup_function()
+
+  def _warmup_step(self):
+    latents = self.sample_latents()
+    with tf.GradientTape() as tape:
+      images = self.generator(latents, training=True)
+      loss = losses.coarse_image_diversity_loss(images)
+    variables = self.generator.trainable_variables
+    self.generator_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    self.warmup_steps_done.assign_add(1)
+    return loss
+
+  def train_step(self, data):
+    del data  # data-free: every input is generated
+    for _ in range(self.student_steps_per_iteration):
+      latents, released = self.private_student_step()
+    for _ in range(self.generator_steps_per_iteration):
+      self.generator_step(latents, released)
+    return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+  def private_student_step(self):
+    """One DPDFD student step (docs/privacy.md, steps 1-6). Returns (latents, released rows)."""
+    # 1. Synthetic inputs: independent of the private data.
+    latents = self.sample_latents()
+    images = tf.stop_gradient(self.generator(latents, training=True))
+    # 2. Teacher (frozen, inference mode) and student logits.
+    teacher_logits = self.teacher(images, training=False)
+    with tf.GradientTape() as tape:
+      student_logits = self.student(images, training=True)
+    # 3. Per-sample gradients of the distillation loss w.r.t. the student logits: the only place
+    #    the private data enters.
+    rows = losses.distillation_rows(self.distillation_loss, student_logits, teacher_logits,
+                                    self.temperature)
+    # 4-5. Normalize each row to norm <= C and add N(0, (sigma C)^2) per entry.
+    released = mechanism.privatize_rows(rows, self.clip_norm, self.noise_multiplier,
+                                        self.noise_rng)
+    # 6. Backpropagate the released rows into the student: post-processing.
+    variables = self.student.trainable_variables
+    gradients = tape.gradient(student_logits, variables,
+                              output_gradients=released / float(self.batch_size))
+    self.student_optimizer.apply_gradients(zip(gradients, variables))
+    self.private_steps.assign_add(1)
+
+    self._trackers["student_batch_entropy"].update_state(losses.batch_entropy(student_logits))
+    self._trackers["released_row_norm"].update_state(
+        tf.reduce_mean(tf.norm(released, axis=-1)))
+    if not self.is_private:
+      self._trackers["distillation_loss"].update_state(tf.reduce_mean(
+          losses.per_sample_distillation_loss(self.distillation_loss, student_logits,
+                                              teacher_logits, self.temperature)))
+      self._trackers["teacher_agreement"].update_state(tf.reduce_mean(tf.cast(
+          tf.equal(tf.argmax(student_logits, -1), tf.argmax(teacher_logits, -1)), tf.float32)))
+    return latents, released
+
+  def generator_step(self, latents, released):
+    """One generator step on the latents (and released rows) of the last student step."""
+    with tf.GradientTape() as tape:
+      images = self.generator(latents, training=True)
+      student_logits = self.student(images, training=False)
+      loss = self.generator_loss(images, student_logits, released)
+    variables = self.generator.trainable_variables
+    self.generator_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    self._trackers["generator_loss"].update_state(loss)
+
+  def generator_loss(self, images, student_logits, released):
+    if self.generator_mode == "student":
+      # The student as a fixed discriminator, plus free terms; never a teacher call.
+      weights = self.generator_loss_weights
+      return (weights.confidence * losses.confidence_loss(student_logits)
+              + weights.balance * losses.balance_loss(student_logits)
+              + weights.image_diversity * losses.coarse_image_diversity_loss(images)
+              + weights.feature_diversity * losses.diversity_loss(tf.nn.softmax(student_logits))
+              + weights.released_rows * losses.released_rows_loss(released, student_logits,
+                                                                  self.clip_norm))
+    teacher_logits = self.teacher(images, training=False)  # NOT private (see not_private_reason)
+    if self.generator_mode == "teacher":
+      return (losses.confidence_loss(teacher_logits)
+              + self.generator_loss_weights.balance * losses.balance_loss(teacher_logits))
+    return losses.discrepancy_loss(student_logits, teacher_logits)
+
+
+class PrivacyBudget(keras.callbacks.Callback):
+  """Stops training before a step that would exceed ``max_private_steps``; logs the step count.
+
+  ``DPDFD.fit`` adds one automatically.
+  """
+
+  def on_train_batch_begin(self, batch, logs=None):
+    if self.model.remaining_iterations() == 0:
+      raise BudgetExhaustedError("privacy budget exhausted before this step")
+
+  def on_train_batch_end(self, batch, logs=None):
+    if logs is not None:
+      logs["private_steps"] = int(self.model.private_steps.numpy())
+    if self.model.remaining_iterations() == 0:
+      self.model.stop_training = True
+
+
+def _check(condition, message):
+  if not condition:
+    raise ValueError(message)

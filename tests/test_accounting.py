@@ -1,0 +1,115 @@
+"""The accountant against closed forms, dp_accounting called directly, and calibration."""
+
+import math
+
+import dp_accounting
+from dp_accounting.rdp import rdp_privacy_accountant
+import numpy as np
+import pytest
+from scipy import stats
+
+from dpdfd_tf import accounting
+
+
+def closed_form_gaussian_epsilon(z, steps, delta, orders):
+  """RDP of T-fold Gaussian with noise multiplier z: eps_RDP(a) = T a / (2 z^2) (Mironov 2017),
+  converted with eps = r + log1p(-1/a) - (log delta + log a) / (a - 1) (Canonne et al. 2020,
+  Prop. 12), minimized over the orders."""
+  best = math.inf
+  for order in orders:
+    rdp = steps * order / (2 * z * z)
+    best = min(best, rdp + math.log1p(-1 / order) - (math.log(delta) + math.log(order)) /
+               (order - 1))
+  return max(best, 0.0)
+
+
+def exact_gaussian_delta(epsilon, mu):
+  """Tight delta(epsilon) of a Gaussian mechanism with sensitivity/std ratio mu (Balle & Wang
+  2018): Phi(mu/2 - eps/mu) - e^eps Phi(-mu/2 - eps/mu)."""
+  return stats.norm.cdf(mu / 2 - epsilon / mu) - math.exp(epsilon) * stats.norm.cdf(
+      -mu / 2 - epsilon / mu)
+
+
+@pytest.mark.parametrize("sigma,batch,steps", [(758.0, 256, 2000), (53.6, 64, 40),
+                                                (10.7, 256, 2000), (200.0, 16, 1)])
+def test_teacher_unit_matches_closed_form_rdp(sigma, batch, steps):
+  z = sigma / (2 * math.sqrt(batch))  # sensitivity 2C sqrt(B), noise sigma C
+  got = accounting.epsilon(accounting.Release(sigma, batch, steps), 1e-5)
+  expected = closed_form_gaussian_epsilon(z, steps, 1e-5, rdp_privacy_accountant.DEFAULT_RDP_ORDERS)
+  assert got == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("sigma,batch,steps", [(758.0, 256, 2000), (20.0, 64, 100)])
+def test_teacher_unit_never_undercounts_the_tight_gaussian_bound(sigma, batch, steps):
+  # T Gaussian releases compose to one Gaussian with mu = sqrt(T) / z; the RDP epsilon must be
+  # at least the exact one, i.e. the exact delta at the reported epsilon is <= the target delta.
+  delta = 1e-5
+  z = sigma / (2 * math.sqrt(batch))
+  got = accounting.epsilon(accounting.Release(sigma, batch, steps), delta)
+  assert exact_gaussian_delta(got, math.sqrt(steps) / z) <= delta
+  # ... and not absurdly loose: within a factor 1.5 of the tight epsilon.
+  tight_low = got / 1.5
+  assert exact_gaussian_delta(tight_low, math.sqrt(steps) / z) > delta
+
+
+def test_units_match_dp_accounting_called_directly():
+  delta = 1e-5
+  ensemble = accounting.Release(2.0, 256, 1000, unit="teacher_ensemble", num_teachers=250)
+  direct = rdp_privacy_accountant.RdpAccountant(
+      neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+  direct.compose(dp_accounting.SelfComposedDpEvent(
+      dp_accounting.GaussianDpEvent(2.0 * 250 / (2 * 16)), 1000))
+  assert accounting.epsilon(ensemble, delta) == pytest.approx(direct.get_epsilon(delta))
+  # The figure quoted in the prototype notes: sigma 2, B 256, T 1000, M 250 -> epsilon 10.9.
+  assert accounting.epsilon(ensemble, delta) == pytest.approx(10.88, abs=0.01)
+
+  dpsgd = accounting.Release(1.1, 256, 1000, unit="dp_sgd", dataset_size=60000)
+  direct = rdp_privacy_accountant.RdpAccountant()
+  direct.compose(dp_accounting.SelfComposedDpEvent(
+      dp_accounting.PoissonSampledDpEvent(256 / 60000, dp_accounting.GaussianDpEvent(1.1)), 1000))
+  assert accounting.epsilon(dpsgd, delta) == pytest.approx(direct.get_epsilon(delta))
+
+
+@pytest.mark.parametrize("unit,kwargs", [("teacher", {}), ("teacher_ensemble", {"num_teachers": 50}),
+                                         ("dp_sgd", {"dataset_size": 60000})])
+def test_zero_noise_is_infinite_epsilon_on_every_unit(unit, kwargs):
+  release = accounting.Release(0.0, 256, 1000, unit=unit, **kwargs)
+  assert math.isinf(accounting.epsilon(release, 1e-5))
+  report = accounting.privacy_report(release, 1e-5, clip_norm=1.0)
+  assert report["epsilon"] == "inf" and report["private"] is False
+
+
+@pytest.mark.parametrize("target", [1.0, 10.0, 100.0])
+@pytest.mark.parametrize("batch,steps", [(256, 1000), (64, 40)])
+def test_calibrated_sigma_meets_target_and_is_minimal(target, batch, steps):
+  release = accounting.Release(0.0, batch, steps)
+  sigma = accounting.calibrate_noise_multiplier(target, 1e-5, release)
+  assert accounting.epsilon(accounting.Release(sigma, batch, steps), 1e-5) <= target
+  assert accounting.epsilon(accounting.Release(0.99 * sigma, batch, steps), 1e-5) > target
+
+
+def test_epsilon_grows_with_steps_and_batch():
+  eps = lambda b, t: accounting.epsilon(accounting.Release(100.0, b, t), 1e-5)
+  assert eps(256, 100) < eps(256, 1000) < eps(256, 10000)
+  assert eps(64, 1000) < eps(256, 1000)  # more teacher answers per step
+
+
+def test_format_epsilon_rounds_up():
+  assert accounting.format_epsilon(9.99949) == "10"
+  assert accounting.format_epsilon(1.23441) == "1.235"
+  assert accounting.format_epsilon(math.inf) == "inf"
+
+
+@pytest.mark.parametrize("kwargs", [{"noise_multiplier": -1.0}, {"batch_size": 0},
+                                    {"steps": -1}, {"unit": "nope"}])
+def test_release_rejects_bad_values(kwargs):
+  values = dict(noise_multiplier=1.0, batch_size=8, steps=1)
+  values.update(kwargs)
+  with pytest.raises(ValueError):
+    accounting.Release(**values)
+
+
+@pytest.mark.parametrize("delta", [0.0, 1.0, -1e-5])
+def test_delta_outside_unit_interval_is_rejected(delta):
+  with pytest.raises(ValueError):
+    accounting.epsilon(accounting.Release(1.0, 8, 1), delta)
