@@ -32,6 +32,7 @@ STUDENT_ARCHITECTURE = flags.DEFINE_enum(
 STUDENT_WIDTH = flags.DEFINE_integer("student_width", 16, "Student width (filters of the first "
                                      "layer); None for the family default.")
 SEED = flags.DEFINE_integer("seed", 0, "Seed for weight initialization, latents and data order.")
+OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the run's files.")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a finished run in --output_dir.")
 
 

@@ -35,7 +35,6 @@ TEACHER_OUTPUTS = flags.DEFINE_enum("teacher_outputs", "auto", list(teachers.OUT
 TEACHER_INPUT_RANGE = flags.DEFINE_string(
     "teacher_input_range", "0,1", "Input range the teacher was trained on: 'low,high' (e.g. "
     "'0,1', '-1,1', '0,255') or 'mean=m1[,m2,m3]/std=s1[,s2,s3]' applied to [0, 1] pixels.")
-OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the run.")
 EPSILON = flags.DEFINE_float("epsilon", None, "Target epsilon: sigma is calibrated so that the "
                              "planned --steps spend at most this much.")
 DELTA = flags.DEFINE_float("delta", 1e-5, "Target delta; choose < 1/(number of private records).")
@@ -166,7 +165,7 @@ def main(argv):
   del argv
   cli.configure_logging()
   validate_flags()
-  output_dir = OUTPUT_DIR.value
+  output_dir = cli.OUTPUT_DIR.value
   info = data.dataset_info(cli.DATASET.value)
   resume = cli.check_output_dir(output_dir, FINISHED_MARKER, cli.OVERWRITE.value, resumable=True)
   config = cli.flag_values(RUN_FLAGS)

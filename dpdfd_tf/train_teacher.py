@@ -16,7 +16,6 @@ from dpdfd_tf import architectures
 from dpdfd_tf import classification
 from dpdfd_tf import data
 
-OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the teacher.")
 EPOCHS = flags.DEFINE_integer("epochs", 3, "Training epochs.")
 TEACHER_BATCH_SIZE = flags.DEFINE_integer("teacher_batch_size", 128, "Training batch size.")
 TEACHER_LEARNING_RATE = flags.DEFINE_float("teacher_learning_rate", 1e-3, "Adam learning rate.")
@@ -31,10 +30,10 @@ def main(argv):
   cli.require(TEACHER_BATCH_SIZE.value >= 1, "--teacher_batch_size must be >= 1")
   cli.require(TEACHER_LEARNING_RATE.value > 0, "--teacher_learning_rate must be > 0")
   info = data.dataset_info(cli.DATASET.value)
-  cli.check_output_dir(OUTPUT_DIR.value, FINISHED_MARKER, cli.OVERWRITE.value)
+  cli.check_output_dir(cli.OUTPUT_DIR.value, FINISHED_MARKER, cli.OVERWRITE.value)
   train_images, train_labels = data.load(cli.DATASET.value, "train", cli.DATA_DIR.value)
   test_images, test_labels = data.load(cli.DATASET.value, "test", cli.DATA_DIR.value)
-  cli.clear_output_dir(OUTPUT_DIR.value)
+  cli.clear_output_dir(cli.OUTPUT_DIR.value)
 
   model = architectures.build_classifier(cli.TEACHER_ARCHITECTURE.value, info.image_shape,
                                          info.num_classes, width=cli.TEACHER_WIDTH.value,
@@ -45,9 +44,9 @@ def main(argv):
                                   learning_rate=TEACHER_LEARNING_RATE.value, seed=cli.SEED.value)
   seconds = time.time() - start
   test_accuracy = classification.accuracy(model, test_images, test_labels)
-  model_path = os.path.join(OUTPUT_DIR.value, "model")
+  model_path = os.path.join(cli.OUTPUT_DIR.value, "model")
   model.save(model_path, include_optimizer=False)
-  cli.write_json(os.path.join(OUTPUT_DIR.value, FINISHED_MARKER), {
+  cli.write_json(os.path.join(cli.OUTPUT_DIR.value, FINISHED_MARKER), {
       "dataset": cli.DATASET.value, "architecture": cli.TEACHER_ARCHITECTURE.value,
       "width": cli.TEACHER_WIDTH.value, "epochs": EPOCHS.value, "input_range": "0,1",
       "outputs": "logits", "test_accuracy": test_accuracy, "train_seconds": round(seconds, 1),
@@ -60,5 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("output_dir")
   cli.run(main)
