@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from dpdfd_tf import accounting
+from dpdfd_tf.errors import NonFiniteLossError
 from dpdfd_tf import visualize
 from dpdfd_tf._compat import keras
 
@@ -69,6 +70,21 @@ class PrivacyProgress(keras.callbacks.Callback):
     if self.metrics_path:
       with open(self.metrics_path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+  """Raises NonFiniteLossError as soon as a logged value is NaN or Inf.
+
+  Put it first: the callbacks after it (sample grid, checkpoint) then never see the broken step,
+  so the last checkpoint is a usable one. The private step counter still includes the step.
+  """
+
+  def on_train_batch_end(self, batch, logs=None):
+    for name, value in (logs or {}).items():
+      if np.isscalar(value) and not np.isfinite(value):
+        raise NonFiniteLossError(
+            f"{name} became {value} at private step {int(self.model.private_steps.numpy())}; "
+            "training stopped (lower the learning rates); the last checkpoint predates it")
 
 
 class SampleGrid(keras.callbacks.Callback):

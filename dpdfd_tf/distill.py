@@ -28,6 +28,7 @@ from dpdfd_tf import export
 from dpdfd_tf import teachers
 from dpdfd_tf._compat import keras
 from dpdfd_tf.errors import DpdfdError
+from dpdfd_tf.errors import NonFiniteLossError
 
 TEACHER = flags.DEFINE_string("teacher", None, "Teacher: SavedModel directory, .keras or .h5.")
 TEACHER_OUTPUTS = flags.DEFINE_enum("teacher_outputs", "auto", list(teachers.OUTPUT_KINDS),
@@ -161,6 +162,19 @@ def build_model(info, teacher, noise_multiplier):
   return model
 
 
+def write_report(model, status):
+  """Writes privacy_report.json from the model's private step counter (never from the plan)."""
+  report = accounting.privacy_report(
+      model.release(), DELTA.value, CLIP_NORM.value, model.not_private_reason(),
+      status=status, generator_mode=GENERATOR_MODE.value, target_epsilon=EPSILON.value,
+      planned_steps=STEPS.value, noise_seed="fixed (test only)" if NOISE_SEED.value is not None
+      else "OS entropy", teacher=TEACHER.value,
+      released=["student/", "generator/", "samples.png", "metrics.jsonl", "privacy_report.json"],
+      keep_private=["checkpoints/ (noise generator state)", "the teacher"])
+  cli.write_json(os.path.join(cli.OUTPUT_DIR.value, FINISHED_MARKER), report)
+  return report
+
+
 def main(argv):
   del argv
   cli.configure_logging()
@@ -202,6 +216,7 @@ def main(argv):
 
   grid_latents = tf.random.stateless_normal([40, LATENT_DIM.value], seed=(cli.SEED.value, 1))
   run_callbacks = [
+      callbacks.StopOnNonFinite(),
       callbacks.PrivacyProgress(DELTA.value, LOG_EVERY.value,
                                 os.path.join(output_dir, "metrics.jsonl"), STEPS.value),
       callbacks.SampleGrid(os.path.join(output_dir, "samples.png"), grid_latents,
@@ -220,17 +235,14 @@ def main(argv):
       print(f"interrupted at private step {int(model.private_steps.numpy())}; checkpoint saved; "
             f"epsilon spent so far: {spent}. Rerun the same command to resume.", file=sys.stderr)
       sys.exit(130)
+    except NonFiniteLossError as error:
+      # Every step that ran is spent: the report says so even though no model is exported.
+      write_report(model, status=f"stopped: {error}")
+      raise
 
   export.export_student(model.student, os.path.join(output_dir, "student"))
   export.export_generator(model.generator, model.student, os.path.join(output_dir, "generator"))
-  report = accounting.privacy_report(
-      model.release(), DELTA.value, CLIP_NORM.value, model.not_private_reason(),
-      generator_mode=GENERATOR_MODE.value, target_epsilon=EPSILON.value,
-      planned_steps=STEPS.value, noise_seed="fixed (test only)" if NOISE_SEED.value is not None
-      else "OS entropy", teacher=TEACHER.value,
-      released=["student/", "generator/", "samples.png", "metrics.jsonl", "privacy_report.json"],
-      keep_private=["checkpoints/ (noise generator state)", "the teacher"])
-  cli.write_json(os.path.join(output_dir, FINISHED_MARKER), report)
+  report = write_report(model, status="finished")
   print("privacy report:", accounting.describe(report))
   print(f"student: {os.path.join(output_dir, 'student')}  generator: "
         f"{os.path.join(output_dir, 'generator')}  samples: "

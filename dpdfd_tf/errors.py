@@ -7,3 +7,7 @@ class DpdfdError(Exception):
 
 class BudgetExhaustedError(DpdfdError):
   """A private step would exceed the privacy budget the run was calibrated for."""
+
+
+class NonFiniteLossError(DpdfdError):
+  """Training produced a NaN or Inf; the last checkpoint predates it."""

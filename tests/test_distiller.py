@@ -197,3 +197,17 @@ def test_logged_metrics_exclude_teacher_outputs_when_private():
   assert "distillation_loss" not in history and "teacher_agreement" not in history
   public = make_model(noise_multiplier=0.0, max_private_steps=1)
   assert "teacher_agreement" in public.fit(verbose=0).history
+
+
+def test_non_finite_loss_stops_before_checkpointing_and_keeps_the_count(tmp_path):
+  from dpdfd_tf import callbacks  # pylint: disable=g-import-not-at-top
+  model = make_model(max_private_steps=10, generator_steps=1, learning_rate=1e30)
+  manager = tf.train.CheckpointManager(model.checkpoint(), str(tmp_path), max_to_keep=3)
+  with pytest.raises(errors.NonFiniteLossError, match="became"):
+    model.fit(steps_per_epoch=10, verbose=0,
+              callbacks=[callbacks.StopOnNonFinite(), callbacks.Checkpointing(manager, every=1)])
+  steps = int(model.private_steps.numpy())
+  assert 1 <= steps < 10  # stopped early, and every step that ran is counted
+  assert manager.latest_checkpoint is not None
+  model.checkpoint().restore(manager.latest_checkpoint)
+  assert all(np.all(np.isfinite(w)) for w in model.student.get_weights())

@@ -1,0 +1,167 @@
+r"""Measures what BENCHMARKS.md reports and rewrites it: every number next to the command
+that produced it.
+
+  python -m benchmarks.run                 # all sections, about 35 minutes on 2 CPU cores
+  python -m benchmarks.run --only=speed    # one section
+
+Sections: accuracy (Fashion-MNIST teacher; non-private DFAD and teacher-free students; the main
+job's private student) and speed (benchmarks.step_time). Runs go to --runs_dir (reused when a
+finished run is already there, so an interrupted benchmark continues); results accumulate in
+benchmarks/results/results.json.
+"""
+
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+
+RUNS_DIR = flags.DEFINE_string("runs_dir", "benchmarks/runs", "Where the runs are written.")
+ONLY = flags.DEFINE_list("only", [], "Sections to run (accuracy, speed); default all.")
+RESULTS = "benchmarks/results/results.json"
+PRESET = "--flagfile=flags/fashion_mnist.cfg"
+
+
+def python_command(*args):
+  return ["python", "-m", *args]
+
+
+def run(command):
+  """Runs a command (shown as typed), returns stdout; raises with its stderr on failure."""
+  print("+", " ".join(command), flush=True)
+  full = [sys.executable] + command[1:] if command[0] == "python" else command
+  result = subprocess.run(full, capture_output=True, text=True, check=False)
+  if result.returncode != 0:
+    raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+  return result.stdout
+
+
+def accuracy(output):
+  return float(re.findall(r"test accuracy: ([0-9.]+)", output)[-1])
+
+
+def distilled_accuracy(runs, name, teacher, *flags_):
+  """Distills (unless already finished) and evaluates; returns (accuracy, report, commands)."""
+  out = os.path.join(runs, name)
+  distill = python_command("dpdfd_tf.distill", PRESET, f"--teacher={teacher}", *flags_,
+                           f"--output_dir={out}")
+  if not os.path.exists(os.path.join(out, "privacy_report.json")):
+    run(distill)
+  evaluate = python_command("dpdfd_tf.evaluate", "--dataset=fashion_mnist",
+                            f"--model={out}/student")
+  value = accuracy(run(evaluate))
+  with open(os.path.join(out, "privacy_report.json")) as f:
+    report = json.load(f)
+  return value, report, [" ".join(distill), " ".join(evaluate)]
+
+
+def accuracy_section(runs):
+  teacher_dir = os.path.join(runs, "teacher")
+  train = python_command("dpdfd_tf.train_teacher", PRESET, f"--output_dir={teacher_dir}")
+  if not os.path.exists(os.path.join(teacher_dir, "teacher.json")):
+    run(train)
+  teacher = os.path.join(teacher_dir, "model")
+  evaluate = python_command("dpdfd_tf.evaluate", "--dataset=fashion_mnist", f"--model={teacher}")
+  rows = [{"name": "teacher (small CNN, 3 epochs, non-private)",
+           "accuracy": accuracy(run(evaluate)), "epsilon": "inf (not private)",
+           "commands": [" ".join(train), " ".join(evaluate)]}]
+  configurations = [
+      ("non-private, teacher-guided generator (DFAD), 3,000 steps, 5 student : 1 generator",
+       "dfad_sigma0", ["--generator_mode=adversarial", "--noise_multiplier=0", "--steps=3000",
+                       "--student_steps_per_iteration=5"]),
+      ("private mode with noise switched off (sigma = 0), default teacher-free generator",
+       "student_sigma0", ["--noise_multiplier=0"]),
+      ("private: the main job, epsilon = 10, default teacher-free generator",
+       "student_eps10", ["--epsilon=10"]),
+  ]
+  for title, name, extra in configurations:
+    value, report, commands = distilled_accuracy(runs, name, teacher, *extra)
+    rows.append({"name": title, "accuracy": value, "epsilon": report["epsilon"],
+                 "noise_multiplier": report["noise_multiplier"],
+                 "steps": report["private_steps"], "commands": commands})
+  return rows
+
+
+def speed_section(runs):
+  del runs
+  command = python_command("benchmarks.step_time", "--batch_size=256", "--steps=40")
+  run(command)
+  with open("benchmarks/results/step_time.json") as f:
+    result = json.load(f)
+  result["command"] = " ".join(command)
+  return result
+
+
+def machine():
+  return (f"{platform.machine()}, {os.cpu_count()} CPU cores, Python "
+          f"{platform.python_version()}, {platform.system()}")
+
+
+def write_markdown(results):
+  lines = ["# Benchmarks", "",
+           "Every number below was produced by the command printed next to it, on the machine "
+           "named there. Regenerate with `python -m benchmarks.run` (about 35 minutes on 2 CPU "
+           "cores). One seed each: differences under ~2 points are noise.", ""]
+  accuracy_result = results.get("accuracy")
+  if accuracy_result:
+    lines += ["## Fashion-MNIST test accuracy", "",
+              f"Machine: {accuracy_result['machine']}; measured {accuracy_result['date']}.", "",
+              "| model | test accuracy | epsilon (delta 1e-5, teacher unit) | sigma |",
+              "|---|---|---|---|"]
+    for row in accuracy_result["rows"]:
+      epsilon = row["epsilon"]
+      epsilon = f"{epsilon:.4g}" if isinstance(epsilon, float) else epsilon
+      sigma = row.get("noise_multiplier")
+      lines.append(f"| {row['name']} | {100 * row['accuracy']:.1f}% | {epsilon} | "
+                   f"{'' if sigma is None else f'{sigma:.4g}'} |")
+    lines += ["", "Commands:", "", "```"]
+    for row in accuracy_result["rows"]:
+      lines += row["commands"]
+    lines += ["```", ""]
+  speed = results.get("speed")
+  if speed:
+    ms = speed["median_ms"]
+    lines += ["## Step time (batch 256, 28x28x1, one iteration = private student step + "
+              "generator step)", "",
+              f"Machine: {speed['machine']}, TensorFlow {speed['tensorflow']}; measured "
+              f"{speed['date']}; median of {speed['timed_steps']} alternating timed steps.", "",
+              "| variant | no XLA | XLA |", "|---|---|---|",
+              f"| DPDFD step | {ms['dpdfd']:.1f} ms | {ms['dpdfd_xla']:.1f} ms |",
+              f"| same step, DP part (normalization + noise) removed | {ms['no_dp']:.1f} ms | "
+              f"{ms['no_dp_xla']:.1f} ms |", "",
+              f"- DPDFD / non-private step: {speed['dp_overhead_ratio']:.3f} (no XLA), "
+              f"{speed['dp_overhead_ratio_xla']:.3f} (XLA); target <= 1.3.",
+              f"- XLA / no XLA for the DPDFD step: {speed['xla_over_plain_ratio']:.2f}.", "",
+              f"Command: `{speed['command']}`", ""]
+  with open("BENCHMARKS.md", "w") as f:
+    f.write("\n".join(lines))
+
+
+def main(argv):
+  del argv
+  os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+  results = {}
+  if os.path.exists(RESULTS):
+    with open(RESULTS) as f:
+      results = json.load(f)
+  sections = {"accuracy": accuracy_section, "speed": speed_section}
+  for name in ONLY.value or sections:
+    if name not in sections:
+      raise app.UsageError(f"unknown section {name!r}; expected one of {sorted(sections)}")
+    measured = sections[name](RUNS_DIR.value)
+    stamp = {"machine": machine(), "date": datetime.date.today().isoformat()}
+    results[name] = (dict(measured, **stamp) if isinstance(measured, dict)
+                     else dict(rows=measured, **stamp))
+    with open(RESULTS, "w") as f:
+      json.dump(results, f, indent=2)
+    write_markdown(results)
+  print(open("BENCHMARKS.md").read())
+
+
+if __name__ == "__main__":
+  app.run(main)
