@@ -224,6 +224,10 @@ def main(argv):
       callbacks.Checkpointing(manager, CHECKPOINT_EVERY.value),
   ]
   remaining = model.remaining_iterations()
+  warmup_left = GENERATOR_WARMUP_STEPS.value - int(model.warmup_steps_done.numpy())
+  if remaining and warmup_left > 0 and GENERATOR_MODE.value == "student":
+    cli.log().info("generator warm-up: %d diversity steps (no teacher, no privacy cost)",
+                   warmup_left)
   if remaining:
     epochs = math.ceil(remaining / STEPS_PER_EPOCH.value)
     try:

@@ -39,13 +39,15 @@ class GeneratorLossWeights:
     balance: information-entropy term, pushes the student's batch-mean prediction to uniform.
     image_diversity: mean pairwise distance between generated images (prevents collapse).
     feature_diversity: mean pairwise distance between the student's probability vectors.
-    released_rows: adversarial term on the released noisy rows (post-processing).
+    released_rows: adversarial term on the released noisy rows (post-processing). Off by default:
+      on Fashion-MNIST without noise it cost accuracy (70.4% with weight 1 against 75.4% without
+      at 1,000 steps, one seed each).
   """
   confidence: float = 1.0
   balance: float = 5.0
   image_diversity: float = 1.0
   feature_diversity: float = 1.0
-  released_rows: float = 1.0
+  released_rows: float = 0.0
 
 
 class DPDFD(keras.Model):
@@ -69,8 +71,6 @@ class DPDFD(keras.Model):
     generator_warmup_steps: generator-only steps (image diversity, no student, no teacher) run
       before the first student step; free in privacy.
     generator_loss_weights: GeneratorLossWeights for the 'student' mode.
-    privacy_unit: accounting unit ('teacher' or 'teacher_ensemble').
-    num_teachers: M for the 'teacher_ensemble' unit.
     max_private_steps: budget in private steps; fit never runs a step past it.
     seed: seed for latents (and weights' initial noise stream when ``noise_seed`` is None).
     noise_seed: seed of the privacy noise. Leave None (OS entropy) for real runs: anyone who
@@ -81,8 +81,8 @@ class DPDFD(keras.Model):
                noise_multiplier=0.0, distillation_loss="kl", temperature=1.0,
                generator_mode="student", student_steps_per_iteration=1,
                generator_steps_per_iteration=1, generator_warmup_steps=0,
-               generator_loss_weights=GeneratorLossWeights(), privacy_unit="teacher",
-               num_teachers=1, max_private_steps: Optional[int] = None, seed=None,
+               generator_loss_weights=GeneratorLossWeights(),
+               max_private_steps: Optional[int] = None, seed=None,
                noise_seed=None, name="dpdfd", **kwargs):
     super().__init__(name=name, **kwargs)
     _check(batch_size >= 1, f"batch size must be >= 1, got {batch_size}")
@@ -97,7 +97,6 @@ class DPDFD(keras.Model):
     _check(student_steps_per_iteration >= 1 and generator_steps_per_iteration >= 0,
            "need >= 1 student step and >= 0 generator steps per iteration")
     _check(max_private_steps is None or max_private_steps >= 0, "max_private_steps must be >= 0")
-    _check(privacy_unit in ("teacher", "teacher_ensemble"), f"unknown unit {privacy_unit!r}")
     _check(teacher.output_shape[-1] == student.output_shape[-1],
            f"teacher has {teacher.output_shape[-1]} outputs, student "
            f"{student.output_shape[-1]}")
@@ -120,8 +119,6 @@ class DPDFD(keras.Model):
     self.generator_steps_per_iteration = int(generator_steps_per_iteration)
     self.generator_warmup_steps = int(generator_warmup_steps)
     self.generator_loss_weights = generator_loss_weights
-    self.privacy_unit = privacy_unit
-    self.num_teachers = int(num_teachers)
     self.max_private_steps = max_private_steps
     self.noise_seed_is_fixed = noise_seed is not None
     # Latents and noise come from separate streams: the latent seed may be published, the noise
@@ -149,13 +146,13 @@ class DPDFD(keras.Model):
   def release(self, steps=None) -> accounting.Release:
     """What this model has released after ``steps`` private steps (default: so far).
 
-    A run that is not private is described with sigma = 0, so it accounts as epsilon = inf.
+    Accounted in the teacher unit (sound for any teacher, one model). A run that is not private
+    is described with sigma = 0, so it accounts as epsilon = inf.
     """
     steps = int(self.private_steps.numpy()) if steps is None else int(steps)
     return accounting.Release(
         noise_multiplier=self.noise_multiplier if self.is_private else 0.0,
-        batch_size=self.batch_size, steps=steps, unit=self.privacy_unit,
-        num_teachers=self.num_teachers)
+        batch_size=self.batch_size, steps=steps, unit="teacher")
 
   def epsilon(self, delta, steps=None) -> float:
     return accounting.epsilon(self.release(steps), delta)
@@ -178,8 +175,10 @@ class DPDFD(keras.Model):
     self.student_optimizer = keras.optimizers.get(student_optimizer)
     self.generator_optimizer = keras.optimizers.get(generator_optimizer)
     # Build slots now so that warm-up and train_step share them under tf.function/XLA.
-    self.student_optimizer.build(self.student.trainable_variables)
-    self.generator_optimizer.build(self.generator.trainable_variables)
+    for optimizer, network in ((self.student_optimizer, self.student),
+                               (self.generator_optimizer, self.generator)):
+      if hasattr(optimizer, "build"):
+        optimizer.build(network.trainable_variables)
 
   @property
   def metrics(self):
