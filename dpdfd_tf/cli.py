@@ -45,7 +45,8 @@ PRESET_FLAGS = (
     "clip_norm", "batch_size", "steps", "distillation_loss", "temperature", "generator_mode",
     "student_steps_per_iteration", "generator_steps_per_iteration", "generator_warmup_steps",
     "generator_confidence_weight", "generator_balance_weight", "generator_image_diversity_weight",
-    "generator_feature_diversity_weight", "generator_released_rows_weight", "latent_dim",
+    "generator_feature_diversity_weight", "generator_released_rows_weight", "input_mixup",
+    "latent_dim",
     "generator_width", "student_learning_rate", "generator_learning_rate", "jit_compile",
     "noise_seed", "steps_per_epoch", "log_every", "sample_every", "checkpoint_every")
 

@@ -12,6 +12,7 @@ included.
 
 import math
 import os
+import signal
 import sys
 
 from absl import flags
@@ -66,6 +67,9 @@ LOSS_WEIGHTS = {
     for field, default in (
         (f.name, f.default) for f in distiller.dataclasses.fields(distiller.GeneratorLossWeights))
 }
+INPUT_MIXUP = flags.DEFINE_bool(
+    "input_mixup", True, "Student steps see generated images mixed with a neighbour (random "
+    "weights): more varied inputs; no privacy cost.")
 LATENT_DIM = flags.DEFINE_integer("latent_dim", 100, "Generator latent dimension.")
 GENERATOR_WIDTH = flags.DEFINE_integer("generator_width", 16, "Generator width.")
 STUDENT_LEARNING_RATE = flags.DEFINE_float("student_learning_rate", 1e-3, "Student Adam rate.")
@@ -88,7 +92,7 @@ CONFIG_FILE = "run_config.json"
 RUN_FLAGS = ("teacher", "teacher_outputs", "teacher_input_range", "dataset", "epsilon", "delta",
              "noise_multiplier", "clip_norm", "batch_size", "steps", "distillation_loss",
              "temperature", "generator_mode", "student_steps_per_iteration",
-             "generator_steps_per_iteration", "generator_warmup_steps", "latent_dim",
+             "generator_steps_per_iteration", "generator_warmup_steps", "input_mixup", "latent_dim",
              "generator_width", "student_architecture", "student_width",
              "student_learning_rate", "generator_learning_rate", "seed",
              *(f"generator_{field}_weight" for field in LOSS_WEIGHTS))
@@ -155,11 +159,22 @@ def build_model(info, teacher, noise_multiplier):
       student_steps_per_iteration=STUDENT_STEPS_PER_ITERATION.value,
       generator_steps_per_iteration=GENERATOR_STEPS_PER_ITERATION.value,
       generator_warmup_steps=GENERATOR_WARMUP_STEPS.value, generator_loss_weights=weights,
-      max_private_steps=STEPS.value, seed=cli.SEED.value, noise_seed=NOISE_SEED.value)
+      max_private_steps=STEPS.value, input_mixup=INPUT_MIXUP.value, seed=cli.SEED.value,
+      noise_seed=NOISE_SEED.value)
   model.compile(student_optimizer=keras.optimizers.Adam(STUDENT_LEARNING_RATE.value),
                 generator_optimizer=keras.optimizers.Adam(GENERATOR_LEARNING_RATE.value),
                 jit_compile=use_jit_compile())
   return model
+
+
+def _interrupt_on_sigterm():
+  """SIGTERM (preemption, `kill`) takes the Ctrl-C path: checkpoint, then exit."""
+
+  def handler(signum, frame):
+    del signum, frame
+    raise KeyboardInterrupt
+
+  signal.signal(signal.SIGTERM, handler)
 
 
 def write_report(model, status):
@@ -229,6 +244,7 @@ def main(argv):
     cli.log().info("generator warm-up: %d diversity steps (no teacher, no privacy cost)",
                    warmup_left)
   if remaining:
+    _interrupt_on_sigterm()
     epochs = math.ceil(remaining / STEPS_PER_EPOCH.value)
     try:
       model.fit(steps_per_epoch=min(STEPS_PER_EPOCH.value, remaining), epochs=epochs,

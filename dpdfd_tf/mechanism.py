@@ -52,6 +52,12 @@ def standard_normal(rng, shape, dtype=tf.float32):
   return tf.cast(tf.reshape(samples, shape), dtype)
 
 
+def uniform(rng, shape, dtype=tf.float32):
+  """U[0, 1) samples from ``rng``'s raw bits (identical with and without XLA)."""
+  bits = rng.uniform_full_int(shape, tf.uint32)
+  return tf.cast(tf.cast(bits, tf.float64) / 2.0**32, dtype)
+
+
 def gaussian_noise(shape, noise_multiplier, clip_norm, rng, dtype=tf.float32):
   """Noise N(0, (noise_multiplier * clip_norm)^2) per entry, drawn from ``rng``.
 

@@ -47,12 +47,12 @@ def linear_models(seed=0, teacher_calls=None):
 
 
 def make_model(noise_multiplier=0.0, batch_size=5, clip_norm=0.5, generator_steps=0,
-               learning_rate=0.1, jit_compile=False, seed=0, **kwargs):
+               learning_rate=0.1, jit_compile=False, seed=0, input_mixup=False, **kwargs):
   teacher, student, generator = linear_models(seed)
   model = distiller.DPDFD(teacher, student, generator, batch_size=batch_size,
                           clip_norm=clip_norm, noise_multiplier=noise_multiplier,
                           generator_steps_per_iteration=generator_steps, seed=11, noise_seed=22,
-                          **kwargs)
+                          input_mixup=input_mixup, **kwargs)
   model.compile(student_optimizer=keras.optimizers.SGD(learning_rate),
                 generator_optimizer=keras.optimizers.SGD(learning_rate), jit_compile=jit_compile)
   return model
@@ -65,23 +65,28 @@ def softmax(x):
 
 @pytest.mark.parametrize("noise_multiplier", [0.0, 0.7])
 @pytest.mark.parametrize("loss", ["kl", "l1"])
-def test_one_student_step_matches_hand_derived_update(noise_multiplier, loss):
+@pytest.mark.parametrize("mixup", [False, True])
+def test_one_student_step_matches_hand_derived_update(noise_multiplier, loss, mixup):
   batch, clip, lr = 5, 0.5, 0.1
   model = make_model(noise_multiplier, batch, clip, learning_rate=lr, distillation_loss=loss,
-                     max_private_steps=1)
+                     max_private_steps=1, input_mixup=mixup)
   w_g = model.generator.get_weights()[0]
   w_t, b_t = model.teacher.get_weights()
   w_s, b_s = model.student.get_weights()
   # The model draws its latents and noise from generators seeded 11 and 22: replay them.
-  latents = mechanism.standard_normal(tf.random.Generator.from_seed(11),
-                                      [batch, LATENT_DIM]).numpy()
+  latent_rng = tf.random.Generator.from_seed(11)
+  latents = mechanism.standard_normal(latent_rng, [batch, LATENT_DIM]).numpy()
+  mix = mechanism.uniform(latent_rng, [batch, 1]).numpy()
   noise = mechanism.standard_normal(tf.random.Generator.from_seed(22),
                                     [batch, NUM_CLASSES]).numpy()
 
   model.fit(steps_per_epoch=1, epochs=1, verbose=0)
 
-  # Hand derivation. x = z W_g; s = x W_s + b_s; t = x W_t + b_t.
+  # Hand derivation. x = z W_g (mixed with its neighbour: w x_i + (1 - w) x_{i-1}, if mixup);
+  # s = x W_s + b_s; t = x W_t + b_t.
   x = latents @ w_g
+  if mixup:
+    x = mix * x + (1 - mix) * np.roll(x, 1, axis=0)
   s, t = x @ w_s + b_s, x @ w_t + b_t
   # KL(softmax t || softmax s): d/ds = softmax(s) - softmax(t). L1 mean|s - t|: sign(s - t) / K.
   rows = softmax(s) - softmax(t) if loss == "kl" else np.sign(s - t) / NUM_CLASSES

@@ -4,6 +4,10 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -114,3 +118,33 @@ def test_fashion_mnist_teacher_and_short_distillation(tmp_path):
   student = run_command("evaluate", "--dataset=fashion_mnist", f"--model={tmp_path}/dpdfd/student")
   # 150 teacher-free steps without noise already beat chance (10%) by a wide margin.
   assert accuracy_from(student.stdout) > 0.3
+
+
+def test_sigterm_checkpoints_and_rerun_finishes_the_same_budget(smoke_run, tmp_path):
+  root, _, _ = smoke_run
+  out = tmp_path / "killed"
+  args = ["-m", "dpdfd_tf.distill", "--flagfile=flags/smoke.cfg", f"--teacher={root}/teacher/model",
+          "--epsilon=10", "--steps=300", "--checkpoint_every=1000", f"--output_dir={out}"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+  process = subprocess.Popen([sys.executable, *args], cwd=os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env)
+  metrics = out / "metrics.jsonl"
+  deadline = time.time() + 300
+  while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
+    time.sleep(0.2)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 130, stderr
+  assert "checkpoint saved" in stderr and not (out / "privacy_report.json").exists()
+  assert (out / "checkpoints" / "checkpoint").exists()
+
+  again = run_command("distill", *args[2:])
+  assert again.returncode == 0, again.stderr
+  assert "resumed" in again.stderr
+  report = json.loads((out / "privacy_report.json").read_text())
+  assert report["private_steps"] == 300
+  from dpdfd_tf import accounting  # pylint: disable=g-import-not-at-top
+  uninterrupted = accounting.epsilon(
+      accounting.Release(report["noise_multiplier"], report["batch_size"], 300), 1e-5)
+  assert report["epsilon"] == uninterrupted <= 10.0
