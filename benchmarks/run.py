@@ -71,12 +71,20 @@ def accuracy_section(runs):
            "accuracy": accuracy(run(evaluate)), "epsilon": "inf (not private)",
            "commands": [" ".join(train), " ".join(evaluate)]}]
   configurations = [
-      ("non-private, teacher-guided generator (DFAD), 3,000 steps, 5 student : 1 generator",
-       "dfad_sigma0", ["--generator_mode=adversarial", "--noise_multiplier=0", "--steps=3000",
-                       "--student_steps_per_iteration=5"]),
-      ("private mode with noise switched off (sigma = 0), default teacher-free generator",
-       "student_sigma0", ["--noise_multiplier=0"]),
-      ("private: the main job, epsilon = 10, default teacher-free generator",
+      ("non-private, teacher as discriminator (DAFL), 1,000 steps",
+       "dafl_sigma0", ["--generator_mode=teacher", "--noise_multiplier=0"]),
+      ("non-private, teacher-student discrepancy (DFAD), 3,000 steps, 5 student : 1 generator, "
+       "L1 distillation", "dfad_l1_sigma0", ["--generator_mode=adversarial",
+                                             "--noise_multiplier=0", "--steps=3000",
+                                             "--student_steps_per_iteration=5",
+                                             "--distillation_loss=l1"]),
+      ("non-private, teacher-student discrepancy (DFAD), 3,000 steps, 5 student : 1 generator, "
+       "KL, no mixup", "dfad_sigma0", ["--generator_mode=adversarial", "--noise_multiplier=0",
+                                       "--steps=3000", "--student_steps_per_iteration=5",
+                                       "--noinput_mixup"]),
+      ("private mode with noise switched off (sigma = 0), default teacher-free generator, "
+       "1,000 steps", "student_sigma0", ["--noise_multiplier=0"]),
+      ("private: the main job, epsilon = 10, default teacher-free generator, 1,000 steps",
        "student_eps10", ["--epsilon=10"]),
   ]
   for title, name, extra in configurations:

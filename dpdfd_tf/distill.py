@@ -52,8 +52,9 @@ DISTILLATION_LOSS = flags.DEFINE_enum("distillation_loss", "kl", ["kl", "l1"],
 TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Temperature of the KL loss.")
 GENERATOR_MODE = flags.DEFINE_enum(
     "generator_mode", "student", list(distiller.GENERATOR_MODES),
-    "student: teacher-free (private). teacher (DAFL) / adversarial (DFAD): query the teacher "
-    "without noise; NOT private, reported as epsilon = inf.")
+    "student: teacher-free (private). teacher (DAFL) / adversarial (DFAD; use with "
+    "--distillation_loss=l1): query the teacher without noise; NOT private, reported as "
+    "epsilon = inf.")
 STUDENT_STEPS_PER_ITERATION = flags.DEFINE_integer(
     "student_steps_per_iteration", 1, "Student steps per alternation.")
 GENERATOR_STEPS_PER_ITERATION = flags.DEFINE_integer(
