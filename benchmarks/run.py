@@ -1,7 +1,7 @@
 r"""Measures what BENCHMARKS.md reports and rewrites it: every number next to the command
 that produced it.
 
-  python -m benchmarks.run                 # all sections, about 35 minutes on 2 CPU cores
+  python -m benchmarks.run                 # all sections, about an hour on 2 CPU cores
   python -m benchmarks.run --only=speed    # one section
 
 Sections: accuracy (Fashion-MNIST teacher; non-private DFAD and teacher-free students; the main
@@ -21,8 +21,11 @@ import sys
 from absl import app
 from absl import flags
 
+from dpdfd_tf import accounting
+
 RUNS_DIR = flags.DEFINE_string("runs_dir", "benchmarks/runs", "Where the runs are written.")
-ONLY = flags.DEFINE_list("only", [], "Sections to run (accuracy, speed); default all.")
+ONLY = flags.DEFINE_list("only", [], "Sections to run (accuracy, speed); default all. "
+                        "'markdown' only rewrites BENCHMARKS.md from the stored results.")
 RESULTS = "benchmarks/results/results.json"
 PRESET = "--flagfile=flags/fashion_mnist.cfg"
 
@@ -79,6 +82,10 @@ def accuracy_section(runs):
                                              "--student_steps_per_iteration=5",
                                              "--distillation_loss=l1"]),
       ("non-private, teacher-student discrepancy (DFAD), 3,000 steps, 5 student : 1 generator, "
+       "L1 distillation, no mixup", "dfad_l1_nomix_sigma0",
+       ["--generator_mode=adversarial", "--noise_multiplier=0", "--steps=3000",
+        "--student_steps_per_iteration=5", "--distillation_loss=l1", "--noinput_mixup"]),
+      ("non-private, teacher-student discrepancy (DFAD), 3,000 steps, 5 student : 1 generator, "
        "KL, no mixup", "dfad_sigma0", ["--generator_mode=adversarial", "--noise_multiplier=0",
                                        "--steps=3000", "--student_steps_per_iteration=5",
                                        "--noinput_mixup"]),
@@ -113,8 +120,8 @@ def machine():
 def write_markdown(results):
   lines = ["# Benchmarks", "",
            "Every number below was produced by the command printed next to it, on the machine "
-           "named there. Regenerate with `python -m benchmarks.run` (about 35 minutes on 2 CPU "
-           "cores). One seed each: differences under ~2 points are noise.", ""]
+           "named there. Regenerate with `python -m benchmarks.run` (about an hour on 2 CPU "
+           "cores; finished runs under benchmarks/runs are reused). One seed each: differences under ~2 points are noise.", ""]
   accuracy_result = results.get("accuracy")
   if accuracy_result:
     lines += ["## Fashion-MNIST test accuracy", "",
@@ -123,11 +130,16 @@ def write_markdown(results):
               "|---|---|---|---|"]
     for row in accuracy_result["rows"]:
       epsilon = row["epsilon"]
-      epsilon = f"{epsilon:.4g}" if isinstance(epsilon, float) else epsilon
+      epsilon = accounting.format_epsilon(epsilon) if isinstance(epsilon, float) else epsilon
       sigma = row.get("noise_multiplier")
       lines.append(f"| {row['name']} | {100 * row['accuracy']:.1f}% | {epsilon} | "
                    f"{'' if sigma is None else f'{sigma:.4g}'} |")
-    lines += ["", "Commands:", "", "```"]
+    lines += ["", "Reading: the non-private rows show what the method can do before noise (the "
+              "teacher-guided and `adversarial` runs query the teacher without noise and are "
+              "never private). The private row is the honest single-teacher result: at "
+              "epsilon = 10 the per-entry noise (sigma above) dwarfs the normalized rows "
+              "(norm 1), and the student stays at chance. See docs/privacy.md.",
+              "", "Commands:", "", "```"]
     for row in accuracy_result["rows"]:
       lines += row["commands"]
     lines += ["```", ""]
@@ -152,6 +164,10 @@ def write_markdown(results):
 
 def main(argv):
   del argv
+  if ONLY.value == ["markdown"]:  # rewrite BENCHMARKS.md from the stored results only
+    with open(RESULTS) as f:
+      write_markdown(json.load(f))
+    return
   os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
   results = {}
   if os.path.exists(RESULTS):

@@ -66,6 +66,7 @@ def _atomic_save(module, path, signatures):
   temporary = tempfile.mkdtemp(prefix=os.path.basename(path) + ".partial-", dir=parent)
   try:
     tf.saved_model.save(module, temporary, signatures=signatures)
+    os.chmod(temporary, 0o755)  # mkdtemp makes it private; servers often run as another user
     if os.path.exists(path):
       previous = path + ".previous"
       shutil.rmtree(previous, ignore_errors=True)

@@ -33,6 +33,7 @@ def save_sample_grid(images, labels, path, class_names=None, columns=10, title=N
   os.close(handle)
   try:
     figure.savefig(temporary, dpi=80)
+    os.chmod(temporary, 0o644)  # mkstemp makes it owner-only
     os.replace(temporary, path)
   finally:
     pyplot.close(figure)
