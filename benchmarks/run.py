@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 
@@ -96,9 +97,11 @@ def accuracy_section(runs):
   ]
   for title, name, extra in configurations:
     value, report, commands = distilled_accuracy(runs, name, teacher, *extra)
+    grid = f"benchmarks/results/samples_{name}.png"
+    shutil.copyfile(os.path.join(runs, name, "samples.png"), grid)
     rows.append({"name": title, "accuracy": value, "epsilon": report["epsilon"],
                  "noise_multiplier": report["noise_multiplier"],
-                 "steps": report["private_steps"], "commands": commands})
+                 "steps": report["private_steps"], "commands": commands, "grid": grid})
   return rows
 
 
@@ -142,7 +145,11 @@ def write_markdown(results):
               "", "Commands:", "", "```"]
     for row in accuracy_result["rows"]:
       lines += row["commands"]
-    lines += ["```", ""]
+    lines += ["```", "", "Generated samples (fixed latents) with the student's labels, at the end "
+              "of each run:", ""]
+    for row in accuracy_result["rows"]:
+      if row.get("grid") and os.path.exists(row["grid"]):
+        lines += [f"**{row['name']}**", "", f"![samples]({row['grid']})", ""]
   speed = results.get("speed")
   if speed:
     ms = speed["median_ms"]
