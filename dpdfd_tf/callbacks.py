@@ -58,10 +58,9 @@ class PrivacyProgress(keras.callbacks.Callback):
 
   def _write(self, steps, logs):
     self._last_logged = steps
-    record = {"private_steps": steps, "elapsed_s": round(time.time() - self._start, 2)}
-    record.update({k: float(v) for k, v in logs.items() if np.isscalar(v)})
-    record["epsilon"] = accounting.format_epsilon(self.epsilon())
-    record["private_steps"] = steps
+    record = {k: float(v) for k, v in logs.items() if np.isscalar(v)}
+    record.update(private_steps=steps, elapsed_s=round(time.time() - self._start, 2),
+                  epsilon=accounting.format_epsilon(self.epsilon()))
     of_total = f"/{self.total_steps}" if self.total_steps else ""
     values = " ".join(f"{k}={v:.4g}" for k, v in record.items()
                       if isinstance(v, float) and k not in ("epsilon", "elapsed_s"))
