@@ -6,6 +6,8 @@ in the package's [0, 1] pixel convention and return logits; the generator return
 [0, 1].
 """
 
+import tensorflow as tf
+
 from dpdfd_tf._compat import keras
 
 layers = keras.layers
@@ -90,3 +92,67 @@ def _resnet(x, width):
       shortcut = layers.BatchNormalization()(shortcut)
     x = layers.ReLU()(layers.Add()([y, shortcut]))
   return layers.GlobalAveragePooling2D()(x)
+
+
+ENSEMBLE_ARCHITECTURES = ("ensemble_mlp",)
+
+
+@keras.utils.register_keras_serializable(package="dpdfd_tf")
+class StackedDense(layers.Layer):
+  """M independent dense layers in one call: kernel [M, in, out].
+
+  Input [B, in] is shared by all M (inference on the same images) and gives [B, M, out]; input
+  [B, M, in] feeds each its own rows (training on disjoint shards). One einsum evaluates all M,
+  so hundreds of teachers cost one matrix product, not hundreds of calls.
+  """
+
+  def __init__(self, num_members, units, activation=None, **kwargs):
+    super().__init__(**kwargs)
+    self.num_members = int(num_members)
+    self.units = int(units)
+    self.activation = keras.activations.get(activation)
+
+  def build(self, input_shape):
+    fan_in = int(input_shape[-1])
+    self.kernel = self.add_weight(
+        name="kernel", shape=(self.num_members, fan_in, self.units),
+        initializer=keras.initializers.VarianceScaling(1.0, "fan_in", "uniform"))
+    self.bias = self.add_weight(name="bias", shape=(self.num_members, self.units),
+                                initializer="zeros")
+    super().build(input_shape)
+
+  def call(self, inputs):
+    equation = "bi,mio->bmo" if inputs.shape.rank == 2 else "bmi,mio->bmo"
+    return self.activation(tf.einsum(equation, inputs, self.kernel) + self.bias)
+
+  def get_config(self):
+    return {**super().get_config(), "num_members": self.num_members, "units": self.units,
+            "activation": keras.activations.serialize(self.activation)}
+
+
+def build_teacher_ensemble(architecture, image_shape, num_classes, num_teachers, width=None,
+                           name="teacher_ensemble"):
+  """M classifiers evaluated in one call: [0, 1] images -> [B, M, K] logits.
+
+  ``ensemble_mlp``: a fixed, data-independent front end (average-pool to at most 14x14, so the
+  per-teacher weights stay small), then per teacher a hidden layer of ``width`` units (default
+  64) and a linear layer of K logits. The front end has no weights; each teacher's weights are
+  trained only on its own shard.
+  """
+  if architecture not in ENSEMBLE_ARCHITECTURES:
+    raise ValueError(f"unknown ensemble architecture {architecture!r}; expected one of "
+                     f"{ENSEMBLE_ARCHITECTURES}")
+  images = keras.Input(image_shape, name="images")
+  features = ensemble_features(images)
+  hidden = StackedDense(num_teachers, width or 64, "relu", name="hidden")(features)
+  logits = StackedDense(num_teachers, num_classes, name="logits")(hidden)
+  return keras.Model(images, logits, name=name)
+
+
+def ensemble_features(images):
+  """The ensemble's weight-free front end: centre, average-pool to <= 14 pixels a side, flatten."""
+  pool = max(1, int(images.shape[1]) // 14)
+  x = layers.Rescaling(2.0, offset=-1.0, name="centre")(images)
+  if pool > 1:
+    x = layers.AveragePooling2D(pool, name="pool")(x)
+  return layers.Flatten(name="features")(x)

@@ -10,6 +10,7 @@ teacher. Rerunning with the same flags on an unfinished --output_dir resumes it,
 included.
 """
 
+import dataclasses
 import math
 import os
 import signal
@@ -31,7 +32,29 @@ from dpdfd_tf._compat import keras
 from dpdfd_tf.errors import DpdfdError
 from dpdfd_tf.errors import NonFiniteLossError
 
-TEACHER = flags.DEFINE_string("teacher", None, "Teacher: SavedModel directory, .keras or .h5.")
+TEACHER = flags.DEFINE_string(
+    "teacher", None, "Teacher: SavedModel directory, .keras or .h5. An ensemble of M teachers on "
+    "disjoint shards (train_teacher --num_teachers) returns [B, M, K] and is detected.")
+TEACHER_PRIVACY = flags.DEFINE_string(
+    "teacher_privacy", "auto", "For a teacher trained with DP: its teacher.json (from "
+    "train_teacher --dp_epsilon); the run is then also bounded by the teacher's epsilon. 'auto' "
+    "reads teacher.json beside the teacher's directory if it says the teacher is private; "
+    "'none' ignores it.")
+TEACHER_AGGREGATION = flags.DEFINE_enum(
+    "teacher_aggregation", "mean", list(distiller.TEACHER_AGGREGATIONS),
+    "Ensemble teachers: mean (average the M normalized rows; sensitivity 2C/M per row) or "
+    "sample (one secret teacher per step; subsampled Gaussian, q = 1/M).")
+STUDENT_MECHANISM = flags.DEFINE_enum(
+    "student_mechanism", "output_gradient", list(distiller.STUDENT_MECHANISMS),
+    "output_gradient: DPDFD (normalize and noise the per-sample logit gradients). dp_optimizer: "
+    "tensorflow-privacy DPKerasAdam/SGD optimizer on the student's weights, one microbatch per "
+    "sample (sensitivity 2*C*B: far more noise for the same epsilon; for comparison).")
+STUDENT_OPTIMIZER = flags.DEFINE_enum(
+    "student_optimizer", "adam", ["adam", "sgd"], "Student optimizer (sgd: momentum 0.9). Adam "
+    "rescales each coordinate, noise included; SGD does not.")
+GENERATOR_CLIP_NORM = flags.DEFINE_float(
+    "generator_clip_norm", 1.0, "C_g: per-image teacher gradients are normalized to norm <= C_g "
+    "(--generator_mode=dp_teacher_guided).")
 TEACHER_OUTPUTS = flags.DEFINE_enum("teacher_outputs", "auto", list(teachers.OUTPUT_KINDS),
                                     "Whether the teacher returns logits or probabilities.")
 TEACHER_INPUT_RANGE = flags.DEFINE_string(
@@ -52,9 +75,11 @@ DISTILLATION_LOSS = flags.DEFINE_enum("distillation_loss", "kl", ["kl", "l1"],
 TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Temperature of the KL loss.")
 GENERATOR_MODE = flags.DEFINE_enum(
     "generator_mode", "student", list(distiller.GENERATOR_MODES),
-    "student: teacher-free (private). teacher (DAFL) / adversarial (DFAD; use with "
-    "--distillation_loss=l1): query the teacher without noise; NOT private, reported as "
-    "epsilon = inf.")
+    "student: teacher-free (private). dp_teacher_guided: also maximizes the teacher-student "
+    "discrepancy through per-image teacher gradients normalized to --generator_clip_norm and "
+    "noised with the same sigma (accounted; use with --distillation_loss=l1). teacher (DAFL) / "
+    "adversarial (DFAD; use with --distillation_loss=l1): query the teacher without noise; NOT "
+    "private, reported as epsilon = inf (unless the teacher itself is DP).")
 STUDENT_STEPS_PER_ITERATION = flags.DEFINE_integer(
     "student_steps_per_iteration", 1, "Student steps per alternation.")
 GENERATOR_STEPS_PER_ITERATION = flags.DEFINE_integer(
@@ -90,7 +115,8 @@ CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 200, "Checkpoint eve
 FINISHED_MARKER = "privacy_report.json"
 CONFIG_FILE = "run_config.json"
 # Flags that change what a run computes: a resumed run must match them.
-RUN_FLAGS = ("teacher", "teacher_outputs", "teacher_input_range", "dataset", "epsilon", "delta",
+RUN_FLAGS = ("teacher", "teacher_privacy", "teacher_aggregation", "student_mechanism",
+             "student_optimizer", "generator_clip_norm", "teacher_outputs", "teacher_input_range", "dataset", "epsilon", "delta",
              "noise_multiplier", "clip_norm", "batch_size", "steps", "distillation_loss",
              "temperature", "generator_mode", "student_steps_per_iteration",
              "generator_steps_per_iteration", "generator_warmup_steps", "input_mixup", "latent_dim",
@@ -126,16 +152,59 @@ def validate_flags():
           "pass exactly one of --epsilon (calibrates the noise) and --noise_multiplier")
   require(NOISE_MULTIPLIER.value is None or NOISE_MULTIPLIER.value >= 0,
           f"--noise_multiplier must be >= 0, got {NOISE_MULTIPLIER.value}")
-  require(EPSILON.value is None or GENERATOR_MODE.value in distiller.TEACHER_FREE_GENERATOR_MODES,
-          f"--generator_mode={GENERATOR_MODE.value} queries the teacher without noise, so no "
-          "epsilon can be met; use --generator_mode=student or pass --noise_multiplier")
+  require(GENERATOR_CLIP_NORM.value > 0 and math.isfinite(GENERATOR_CLIP_NORM.value),
+          f"--generator_clip_norm must be > 0, got {GENERATOR_CLIP_NORM.value}")
 
 
-def planned_noise_multiplier():
-  if NOISE_MULTIPLIER.value is not None:
-    return NOISE_MULTIPLIER.value
-  release = accounting.Release(0.0, BATCH_SIZE.value, STEPS.value)
-  return accounting.calibrate_noise_multiplier(EPSILON.value, DELTA.value, release)
+def teacher_training_release():
+  """The DP teacher's dp_sgd Release from its teacher.json, or None for an ordinary teacher."""
+  path = TEACHER_PRIVACY.value
+  if path == "none":
+    return None
+  if path == "auto":
+    path = os.path.join(os.path.dirname(os.path.abspath(TEACHER.value.rstrip("/"))),
+                        "teacher.json")
+    if not os.path.isfile(path):
+      return None
+  elif not os.path.isfile(path):
+    raise DpdfdError(f"--teacher_privacy: {path} not found")
+  try:
+    record = cli.read_json(path)
+  except ValueError:
+    raise DpdfdError(f"--teacher_privacy: {path} is not valid JSON") from None
+  privacy = record.get("privacy") if isinstance(record, dict) else None
+  if not (isinstance(privacy, dict) and privacy.get("private")):
+    if TEACHER_PRIVACY.value != "auto":
+      raise DpdfdError(f"--teacher_privacy: {path} does not describe a DP-trained teacher")
+    return None
+  try:
+    return accounting.Release(
+        float(privacy["noise_multiplier"]), int(privacy["batch_size"]),
+        int(privacy["private_steps"]), unit="dp_sgd", dataset_size=int(privacy["dataset_size"]),
+        clip_norm=float(privacy["clip_norm"]), name="teacher weights (DP-SGD)")
+  except (KeyError, TypeError, ValueError) as error:
+    raise DpdfdError(f"--teacher_privacy: {path} has an unreadable privacy record "
+                     f"({error})") from None
+
+
+def planned_noise_multiplier(model_releases, teacher_training):
+  """sigma: the flag, or the smallest that meets --epsilon over the planned releases.
+
+  A DP teacher already within the target needs no noise at all (post-processing). Extreme
+  values the accountant cannot handle are user errors, caught here before any file is written.
+  """
+  try:
+    if NOISE_MULTIPLIER.value is not None:
+      accounting.epsilon([dataclasses.replace(r, noise_multiplier=NOISE_MULTIPLIER.value)
+                          for r in model_releases], DELTA.value)
+      return NOISE_MULTIPLIER.value
+    if teacher_training is not None and (
+        accounting.epsilon(teacher_training, DELTA.value) <= EPSILON.value):
+      return 0.0
+    return accounting.calibrate_noise_multiplier(EPSILON.value, DELTA.value, model_releases)
+  except (ValueError, OverflowError) as error:
+    raise DpdfdError(f"cannot account for this run (--epsilon/--noise_multiplier, --delta, "
+                     f"--batch_size, --steps): {error}") from None
 
 
 def use_jit_compile():
@@ -144,7 +213,22 @@ def use_jit_compile():
   return JIT_COMPILE.value == "true"
 
 
-def build_model(info, teacher, noise_multiplier):
+def student_optimizer(noise_multiplier):
+  rate = STUDENT_LEARNING_RATE.value
+  if STUDENT_MECHANISM.value == "dp_optimizer":
+    # pylint: disable=g-import-not-at-top
+    from tensorflow_privacy.privacy.optimizers import dp_optimizer_keras
+    optimizer_class = (dp_optimizer_keras.DPKerasAdamOptimizer if STUDENT_OPTIMIZER.value == "adam"
+                       else dp_optimizer_keras.DPKerasSGDOptimizer)
+    extra = {} if STUDENT_OPTIMIZER.value == "adam" else {"momentum": 0.9}
+    return optimizer_class(l2_norm_clip=CLIP_NORM.value, noise_multiplier=noise_multiplier,
+                           num_microbatches=None, learning_rate=rate, **extra)
+  if STUDENT_OPTIMIZER.value == "adam":
+    return keras.optimizers.Adam(rate)
+  return keras.optimizers.SGD(rate, momentum=0.9)
+
+
+def build_model(info, teacher, noise_multiplier, teacher_training=None):
   keras.utils.set_random_seed(cli.SEED.value)
   student = architectures.build_classifier(cli.STUDENT_ARCHITECTURE.value, info.image_shape,
                                            info.num_classes, width=cli.STUDENT_WIDTH.value,
@@ -160,12 +244,23 @@ def build_model(info, teacher, noise_multiplier):
       student_steps_per_iteration=STUDENT_STEPS_PER_ITERATION.value,
       generator_steps_per_iteration=GENERATOR_STEPS_PER_ITERATION.value,
       generator_warmup_steps=GENERATOR_WARMUP_STEPS.value, generator_loss_weights=weights,
+      generator_clip_norm=GENERATOR_CLIP_NORM.value, student_mechanism=STUDENT_MECHANISM.value,
+      teacher_aggregation=TEACHER_AGGREGATION.value, teacher_training=teacher_training,
       max_private_steps=STEPS.value, input_mixup=INPUT_MIXUP.value, seed=cli.SEED.value,
       noise_seed=NOISE_SEED.value)
-  model.compile(student_optimizer=keras.optimizers.Adam(STUDENT_LEARNING_RATE.value),
+  model.compile(student_optimizer=student_optimizer(noise_multiplier),
                 generator_optimizer=keras.optimizers.Adam(GENERATOR_LEARNING_RATE.value),
                 jit_compile=use_jit_compile())
   return model
+
+
+def require_finite_target(model, teacher_training):
+  """--epsilon needs every teacher path accounted, or a DP teacher."""
+  cli.require(EPSILON.value is None or not model.generator_queries_teacher or
+              teacher_training is not None,
+              f"--generator_mode={GENERATOR_MODE.value} queries the teacher without noise, so no "
+              "epsilon can be met; use --generator_mode=student or dp_teacher_guided, or pass "
+              "--noise_multiplier")
 
 
 def _interrupt_on_sigterm():
@@ -180,9 +275,8 @@ def _interrupt_on_sigterm():
 
 def write_report(model, status):
   """Writes privacy_report.json from the model's private step counter (never from the plan)."""
-  report = accounting.privacy_report(
-      model.release(), DELTA.value, CLIP_NORM.value, model.not_private_reason(),
-      status=status, generator_mode=GENERATOR_MODE.value, target_epsilon=EPSILON.value,
+  report = model.privacy_report(
+      DELTA.value, status=status, generator_mode=GENERATOR_MODE.value, target_epsilon=EPSILON.value,
       planned_steps=STEPS.value, noise_seed="fixed (test only)" if NOISE_SEED.value is not None
       else "OS entropy", teacher=TEACHER.value,
       released=["student/", "generator/", "samples.png", "metrics.jsonl", "privacy_report.json"],
@@ -207,17 +301,29 @@ def main(argv):
   teacher = teachers.load_classifier(
       TEACHER.value, info.image_shape, info.num_classes, TEACHER_OUTPUTS.value,
       teachers.InputRange.parse(TEACHER_INPUT_RANGE.value))
-  noise_multiplier = planned_noise_multiplier()
+  teacher_training = teacher_training_release()
+  # The model's own description of its releases plans the calibration: one source of truth.
+  try:
+    planning_model = build_model(info, teacher, 1.0, teacher_training)
+  except ValueError as error:
+    raise DpdfdError(str(error)) from None
+  require_finite_target(planning_model, teacher_training)
+  noise_multiplier = planned_noise_multiplier(planning_model.release(STEPS.value),
+                                              teacher_training)
   if not resume:
     cli.clear_output_dir(output_dir)
     cli.write_json(os.path.join(output_dir, CONFIG_FILE), config)
 
-  model = build_model(info, teacher, noise_multiplier)
-  if not model.is_private:
+  model = build_model(info, teacher, noise_multiplier, teacher_training)
+  if teacher_training is not None:
+    cli.log().info("the teacher was trained with DP (epsilon %s at delta %g): the run is also "
+                   "bounded by it", accounting.format_epsilon(
+                       accounting.epsilon(teacher_training, DELTA.value)), DELTA.value)
+  planned = model.epsilon(DELTA.value, STEPS.value)
+  if math.isinf(planned):
     cli.log().warning("THIS RUN IS NOT PRIVATE (epsilon = inf): %s", model.not_private_reason())
   elif model.noise_seed_is_fixed:
     cli.log().warning("--noise_seed is fixed: anyone who knows it can remove the noise")
-  planned = accounting.epsilon(model.release(STEPS.value), DELTA.value)
   cli.log().info("noise multiplier sigma = %.4g; planned %d private steps spend epsilon = %s "
                "(delta = %g)", noise_multiplier, STEPS.value, accounting.format_epsilon(planned),
                DELTA.value)
@@ -241,7 +347,7 @@ def main(argv):
   ]
   remaining = model.remaining_iterations()
   warmup_left = GENERATOR_WARMUP_STEPS.value - int(model.warmup_steps_done.numpy())
-  if remaining and warmup_left > 0 and GENERATOR_MODE.value == "student":
+  if remaining and warmup_left > 0 and not model.generator_queries_teacher:
     cli.log().info("generator warm-up: %d diversity steps (no teacher, no privacy cost)",
                    warmup_left)
   if remaining:

@@ -15,6 +15,7 @@ report less than it spent.
 
 import dataclasses
 import math
+import secrets
 from typing import Optional
 
 import tensorflow as tf
@@ -25,9 +26,11 @@ from dpdfd_tf import mechanism
 from dpdfd_tf._compat import keras
 from dpdfd_tf.errors import BudgetExhaustedError
 
-GENERATOR_MODES = ("student", "teacher", "adversarial")
-# Generator modes that never call the teacher: the only ones compatible with a finite epsilon.
-TEACHER_FREE_GENERATOR_MODES = ("student",)
+GENERATOR_MODES = ("student", "dp_teacher_guided", "teacher", "adversarial")
+# Generator modes whose every path from the teacher is normalized and noised (accounted).
+PRIVATE_GENERATOR_MODES = ("student", "dp_teacher_guided")
+STUDENT_MECHANISMS = ("output_gradient", "dp_optimizer")
+TEACHER_AGGREGATIONS = ("mean", "sample")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,19 +45,24 @@ class GeneratorLossWeights:
     released_rows: adversarial term on the released noisy rows (post-processing). Off by default:
       on Fashion-MNIST without noise it cost accuracy (70.4% with weight 1 against 75.4% without
       at 1,000 steps, one seed each).
+    teacher_guidance: weight of the released (normalized, noised) per-image teacher gradients
+      in the ``dp_teacher_guided`` mode; unused otherwise.
   """
   confidence: float = 1.0
   balance: float = 5.0
   image_diversity: float = 1.0
   feature_diversity: float = 1.0
   released_rows: float = 0.0
+  teacher_guidance: float = 1.0
 
 
 class DPDFD(keras.Model):
   """Differentially private data-free distillation as a Keras model.
 
   Args:
-    teacher: Keras model, [0, 1] images -> logits. Frozen; only ever called in inference mode.
+    teacher: Keras model, [0, 1] images -> logits [B, K], or an ensemble of M teachers trained
+      on disjoint shards -> [B, M, K] (see ``teacher_aggregation``). Frozen; only ever called
+      in inference mode.
     student: Keras model, [0, 1] images -> logits. Trained on released (noisy) rows only.
     generator: Keras model, latents -> [0, 1] images.
     batch_size: B, synthetic samples per step. Privacy: in the teacher unit the release's
@@ -63,9 +71,26 @@ class DPDFD(keras.Model):
     noise_multiplier: sigma; noise std per entry is sigma * C. 0 is not private.
     distillation_loss: 'kl' (at ``temperature``) or 'l1' on logits.
     temperature: softening temperature for 'kl'.
-    generator_mode: 'student' (teacher-free, free in privacy), 'teacher' (DAFL: the teacher as the
-      discriminator) or 'adversarial' (DFAD: maximize teacher-student discrepancy). The last two
-      query the teacher without noise: the run is NOT private whatever sigma is.
+    generator_mode: 'student' (teacher-free, free in privacy); 'dp_teacher_guided' (the
+      generator also maximizes the teacher-student discrepancy, but sees the teacher only through
+      per-image gradients normalized to ``generator_clip_norm`` and noised with the same sigma:
+      one more Gaussian release per generator step, accounted in the teacher unit); 'teacher'
+      (DAFL: the teacher as the discriminator) or 'adversarial' (DFAD: maximize teacher-student
+      discrepancy). The last two query the teacher without noise: the run is NOT private
+      whatever sigma is (unless the teacher itself was trained with DP, see
+      ``teacher_training``).
+    generator_clip_norm: C_g, norm bound of each per-image teacher gradient
+      ('dp_teacher_guided').
+    student_mechanism: 'output_gradient' (DPDFD: normalize and noise the per-sample rows) or
+      'dp_optimizer' (``student_optimizer`` must be a tensorflow-privacy DPKeras optimizer with
+      one microbatch per sample; accounted with sensitivity 2*C*B, ``dp_optimizer`` unit). Its
+      noise comes from TensorFlow's global seed, which is set from OS entropy (or from
+      ``noise_seed``) at compile time.
+    teacher_aggregation: for an ensemble teacher, 'mean' (average the M normalized rows, the
+      teacher_ensemble unit) or 'sample' (one secret, uniformly drawn teacher per step, the
+      teacher_sampled unit).
+    teacher_training: the dp_sgd ``accounting.Release`` that trained the teacher, when it was
+      trained with DP: the run is then also bounded by the teacher's epsilon (post-processing).
     student_steps_per_iteration: private student steps per train_step.
     generator_steps_per_iteration: generator steps per train_step.
     generator_warmup_steps: generator-only steps (image diversity, no student, no teacher) run
@@ -86,7 +111,9 @@ class DPDFD(keras.Model):
                noise_multiplier=0.0, distillation_loss="kl", temperature=1.0,
                generator_mode="student", student_steps_per_iteration=1,
                generator_steps_per_iteration=1, generator_warmup_steps=0,
-               generator_loss_weights=GeneratorLossWeights(),
+               generator_loss_weights=GeneratorLossWeights(), generator_clip_norm=1.0,
+               student_mechanism="output_gradient", teacher_aggregation="mean",
+               teacher_training: Optional[accounting.Release] = None,
                max_private_steps: Optional[int] = None, input_mixup=True, seed=None,
                noise_seed=None, name="dpdfd", **kwargs):
     super().__init__(name=name, **kwargs)
@@ -102,6 +129,22 @@ class DPDFD(keras.Model):
     _check(student_steps_per_iteration >= 1 and generator_steps_per_iteration >= 0,
            "need >= 1 student step and >= 0 generator steps per iteration")
     _check(max_private_steps is None or max_private_steps >= 0, "max_private_steps must be >= 0")
+    _check(generator_clip_norm > 0 and math.isfinite(generator_clip_norm),
+           f"generator clip norm must be > 0, got {generator_clip_norm}")
+    _check(student_mechanism in STUDENT_MECHANISMS,
+           f"unknown student mechanism {student_mechanism!r}; expected one of "
+           f"{STUDENT_MECHANISMS}")
+    _check(teacher_aggregation in TEACHER_AGGREGATIONS,
+           f"unknown teacher aggregation {teacher_aggregation!r}; expected one of "
+           f"{TEACHER_AGGREGATIONS}")
+    _check(len(teacher.output_shape) in (2, 3),
+           f"teacher output shape {teacher.output_shape}: expected [B, K] or [B, M, K]")
+    self.num_teachers = int(teacher.output_shape[1]) if len(teacher.output_shape) == 3 else 1
+    _check(not (self.num_teachers > 1 and student_mechanism == "dp_optimizer"),
+           "the dp_optimizer student mechanism clips per-sample weight gradients, which cannot "
+           "use the 1/M sensitivity of an ensemble; use the output_gradient mechanism")
+    _check(teacher_training is None or teacher_training.unit == "dp_sgd",
+           "teacher_training must be the dp_sgd release that trained the teacher")
     _check(teacher.output_shape[-1] == student.output_shape[-1],
            f"teacher has {teacher.output_shape[-1]} outputs, student "
            f"{student.output_shape[-1]}")
@@ -126,6 +169,11 @@ class DPDFD(keras.Model):
     self.generator_loss_weights = generator_loss_weights
     self.max_private_steps = max_private_steps
     self.input_mixup = bool(input_mixup)
+    self.generator_clip_norm = float(generator_clip_norm)
+    self.student_mechanism = student_mechanism
+    self.teacher_aggregation = teacher_aggregation
+    self.teacher_training = teacher_training
+    self.noise_seed = noise_seed
     self.noise_seed_is_fixed = noise_seed is not None
     # Latents and noise come from separate streams: the latent seed may be published, the noise
     # stream must stay secret (checkpoints hold its state; treat them like the teacher).
@@ -136,32 +184,63 @@ class DPDFD(keras.Model):
     self.private_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="private_steps")
     self.warmup_steps_done = tf.Variable(0, dtype=tf.int64, trainable=False,
                                          name="warmup_steps_done")
+    # Generator releases of the dp_teacher_guided mode (each one a Gaussian release).
+    self.guided_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="guided_steps")
     self._trackers = {name: keras.metrics.Mean(name=name) for name in self._metric_names()}
 
   # ---- privacy status -------------------------------------------------------------------------
 
   @property
   def generator_queries_teacher(self) -> bool:
-    return self.generator_mode not in TEACHER_FREE_GENERATOR_MODES
+    """True when the generator calls the teacher without normalization and noise."""
+    return self.generator_mode not in PRIVATE_GENERATOR_MODES
 
   @property
   def is_private(self) -> bool:
-    """True only if every path from the teacher to a released value is normalized and noised."""
+    """True if every path from the teacher to a released value is normalized and noised.
+
+    (A run that is not private by this test is still private when the teacher was trained
+    with DP: see ``epsilon``.)
+    """
     return self.noise_multiplier > 0 and not self.generator_queries_teacher
 
-  def release(self, steps=None) -> accounting.Release:
-    """What this model has released after ``steps`` private steps (default: so far).
+  @property
+  def student_unit(self) -> str:
+    if self.student_mechanism == "dp_optimizer":
+      return "dp_optimizer"
+    if self.num_teachers > 1:
+      return "teacher_ensemble" if self.teacher_aggregation == "mean" else "teacher_sampled"
+    return "teacher"
 
-    Accounted in the teacher unit (sound for any teacher, one model). A run that is not private
-    is described with sigma = 0, so it accounts as epsilon = inf.
+  def release(self, steps=None):
+    """What this model has released after ``steps`` private student steps (default: so far).
+
+    A tuple of ``accounting.Release``: the student's rows, then (dp_teacher_guided) the
+    generator's per-image teacher gradients. With ``steps`` None the counters saved in every
+    checkpoint are read; given ``steps`` (a plan), the generator releases follow from it. A run
+    that is not private is described with sigma = 0, so it accounts as epsilon = inf.
     """
-    steps = int(self.private_steps.numpy()) if steps is None else int(steps)
-    return accounting.Release(
-        noise_multiplier=self.noise_multiplier if self.is_private else 0.0,
-        batch_size=self.batch_size, steps=steps, unit="teacher")
+    if steps is None:
+      steps, guided = int(self.private_steps.numpy()), int(self.guided_steps.numpy())
+    else:
+      steps = int(steps)
+      guided = (steps // self.student_steps_per_iteration) * self.generator_steps_per_iteration
+    sigma = self.noise_multiplier if self.is_private else 0.0
+    releases = [accounting.Release(
+        noise_multiplier=sigma, batch_size=self.batch_size, steps=steps, unit=self.student_unit,
+        num_teachers=self.num_teachers, clip_norm=self.clip_norm, name="student rows")]
+    if self.generator_mode == "dp_teacher_guided":
+      releases.append(accounting.Release(
+          noise_multiplier=sigma, batch_size=self.batch_size, steps=guided, unit="teacher",
+          clip_norm=self.generator_clip_norm, name="generator image gradients"))
+    return tuple(releases)
 
   def epsilon(self, delta, steps=None) -> float:
-    return accounting.epsilon(self.release(steps), delta)
+    """The smaller of the distillation bound and (for a DP teacher) the teacher's epsilon."""
+    distillation = accounting.epsilon(self.release(steps), delta)
+    if self.teacher_training is None:
+      return distillation
+    return min(distillation, accounting.epsilon(self.teacher_training, delta))
 
   def not_private_reason(self) -> Optional[str]:
     if self.generator_queries_teacher:
@@ -171,6 +250,11 @@ class DPDFD(keras.Model):
       return "noise multiplier is 0: the rows are released without noise"
     return None
 
+  def privacy_report(self, delta, **details) -> dict:
+    """``accounting.privacy_report`` for what this model has released so far."""
+    return accounting.privacy_report(self.release(), delta, self.not_private_reason(),
+                                     teacher_training=self.teacher_training, **details)
+
   # ---- Keras plumbing ---------------------------------------------------------------------------
 
   def compile(self, student_optimizer="adam", generator_optimizer="adam", **kwargs):
@@ -179,6 +263,12 @@ class DPDFD(keras.Model):
       raise ValueError("steps_per_execution must be 1 when a privacy budget is enforced")
     super().compile(**kwargs)
     self.student_optimizer = keras.optimizers.get(student_optimizer)
+    if self.student_mechanism == "dp_optimizer":
+      _check_dp_optimizer(self.student_optimizer, self.clip_norm, self.noise_multiplier)
+      # tensorflow-privacy draws its noise from tf.random with seeds derived from the global
+      # seed: a public --seed would make it reproducible, so reseed from OS entropy.
+      tf.random.set_seed(self.noise_seed if self.noise_seed is not None
+                         else secrets.randbits(31))
     self.generator_optimizer = keras.optimizers.get(generator_optimizer)
     # Build slots now so that warm-up and train_step share them under tf.function/XLA.
     for optimizer, network in ((self.student_optimizer, self.student),
@@ -213,7 +303,7 @@ class DPDFD(keras.Model):
         student=self.student, generator=self.generator,
         student_optimizer=self.student_optimizer, generator_optimizer=self.generator_optimizer,
         latent_rng=self.latent_rng, noise_rng=self.noise_rng, private_steps=self.private_steps,
-        warmup_steps_done=self.warmup_steps_done, **extra)
+        warmup_steps_done=self.warmup_steps_done, guided_steps=self.guided_steps, **extra)
 
   def fit(self, x=None, *args, callbacks=None, steps_per_epoch=None, **kwargs):
     """keras.Model.fit without data: runs the generator warm-up, then the alternating steps.
@@ -249,7 +339,7 @@ class DPDFD(keras.Model):
   def warm_up_generator(self):
     """Trains the generator for coarse image diversity alone (no student, no teacher): free."""
     remaining = self.generator_warmup_steps - int(self.warmup_steps_done.numpy())
-    if remaining <= 0 or self.generator_mode != "student":
+    if remaining <= 0 or self.generator_mode not in PRIVATE_GENERATOR_MODES:
       return
     if not hasattr(self, "_warmup_function"):
       self._warmup_function = tf.function(self._warmup_step, jit_compile=self._jit_compile)
@@ -282,27 +372,41 @@ class DPDFD(keras.Model):
     if self.input_mixup:
       weights = mechanism.uniform(self.latent_rng, [self.batch_size, 1, 1, 1])
       images = weights * images + (1.0 - weights) * tf.roll(images, shift=1, axis=0)
-    # 2. Teacher (frozen, inference mode) and student logits.
+    # 2. Teacher (frozen, inference mode; [B, K] or [B, M, K]) and student logits.
     teacher_logits = self.teacher(images, training=False)
+    if self.num_teachers > 1 and self.teacher_aggregation == "sample":
+      # One secret teacher answers this step (teacher_sampled unit).
+      teacher_logits = tf.gather(teacher_logits, mechanism.sample_teacher(
+          self.noise_rng, self.num_teachers), axis=1)
+    variables = self.student.trainable_variables
     with tf.GradientTape() as tape:
       student_logits = self.student(images, training=True)
-    # 3. Per-sample gradients of the distillation loss w.r.t. the student logits: the only place
-    #    the private data enters.
-    rows = losses.distillation_rows(self.distillation_loss, student_logits, teacher_logits,
-                                    self.temperature)
-    # 4-5. Normalize each row to norm <= C and add N(0, (sigma C)^2) per entry.
-    released = self.release_rows(rows)
-    # 6. Backpropagate the released rows into the student: post-processing.
-    variables = self.student.trainable_variables
-    gradients = tape.gradient(student_logits, variables,
-                              output_gradients=released / float(self.batch_size))
-    self.student_optimizer.apply_gradients(zip(gradients, variables))
+      if self.student_mechanism == "dp_optimizer":
+        per_sample_loss = losses.per_sample_distillation_loss(
+            self.distillation_loss, student_logits, teacher_logits, self.temperature)
+    if self.student_mechanism == "dp_optimizer":
+      # tensorflow-privacy clips each sample's weight gradient to C and noises the sum.
+      self.student_optimizer.minimize(per_sample_loss, variables, tape=tape)
+      released = tf.zeros_like(student_logits)  # nothing row-shaped is released
+    else:
+      # 3. Per-sample gradients of the distillation loss w.r.t. the student logits: the only
+      #    place the private data enters.
+      rows = losses.distillation_rows(self.distillation_loss, student_logits, teacher_logits,
+                                      self.temperature)
+      # 4-5. Normalize each row to norm <= C (an ensemble's: then average over the M) and add
+      #      N(0, (sigma C)^2) per entry.
+      released = self.release_rows(rows)
+      # 6. Backpropagate the released rows into the student: post-processing.
+      gradients = tape.gradient(student_logits, variables,
+                                output_gradients=released / float(self.batch_size))
+      self.student_optimizer.apply_gradients(zip(gradients, variables))
     self.private_steps.assign_add(1)
 
     self._trackers["student_batch_entropy"].update_state(losses.batch_entropy(student_logits))
     self._trackers["released_row_norm"].update_state(
         tf.reduce_mean(tf.norm(released, axis=-1)))
     if not self.is_private:
+      teacher_logits = aggregate_logits(teacher_logits)
       self._trackers["distillation_loss"].update_state(tf.reduce_mean(
           losses.per_sample_distillation_loss(self.distillation_loss, student_logits,
                                               teacher_logits, self.temperature)))
@@ -311,22 +415,52 @@ class DPDFD(keras.Model):
     return latents, released
 
   def release_rows(self, rows):
-    """The DP mechanism applied to the private rows (a hook so benchmarks can time without it)."""
+    """The DP mechanism on the private rows, [B, K] or an ensemble's [B, M, K] (a hook so
+    benchmarks can time the step without it)."""
+    if rows.shape.rank == 3:
+      return mechanism.privatize_ensemble_rows(rows, self.clip_norm, self.noise_multiplier,
+                                               self.noise_rng)
     return mechanism.privatize_rows(rows, self.clip_norm, self.noise_multiplier, self.noise_rng)
 
   def generator_step(self, latents, released):
     """One generator step on the latents (and released rows) of the last student step."""
+    variables = self.generator.trainable_variables
     with tf.GradientTape() as tape:
       images = self.generator(latents, training=True)
       student_logits = self.student(images, training=False)
       loss = self.generator_loss(images, student_logits, released)
-    variables = self.generator.trainable_variables
+      if self.generator_mode == "dp_teacher_guided":
+        # d/dvars of sum(images * g~) is J^T g~: the released image gradients, backpropagated.
+        guidance = self.released_image_gradients(images)
+        loss += self.generator_loss_weights.teacher_guidance * tf.reduce_sum(
+            images * guidance) / float(self.batch_size)
     self.generator_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
     self._trackers["generator_loss"].update_state(loss)
 
+  def released_image_gradients(self, images):
+    """The dp_teacher_guided channel: per-image gradients of the negative teacher-student
+    discrepancy, each normalized to norm <= C_g, plus N(0, (sigma C_g)^2) noise per pixel.
+
+    Both networks run in inference mode, so image i's gradient depends on image i only; one
+    changed teacher moves each of the B rows by at most 2 C_g (teacher unit).
+    """
+    images = tf.stop_gradient(images)
+    with tf.GradientTape() as tape:
+      tape.watch(images)
+      teacher_logits = aggregate_logits(self.teacher(images, training=False))
+      student_logits = self.student(images, training=False)
+      # Sum of per-image losses: its gradient w.r.t. image i is image i's own gradient.
+      negative_discrepancy = -tf.reduce_sum(losses.per_sample_distillation_loss(
+          self.distillation_loss, student_logits, teacher_logits, self.temperature))
+    rows = tf.reshape(tape.gradient(negative_discrepancy, images), [self.batch_size, -1])
+    released = mechanism.privatize_rows(rows, self.generator_clip_norm, self.noise_multiplier,
+                                        self.noise_rng)
+    self.guided_steps.assign_add(1)
+    return tf.reshape(released, tf.shape(images))
+
   def generator_loss(self, images, student_logits, released):
-    if self.generator_mode == "student":
-      # The student as a fixed discriminator, plus free terms; never a teacher call.
+    if self.generator_mode in PRIVATE_GENERATOR_MODES:
+      # The student as a fixed discriminator, plus free terms; never a raw teacher call.
       weights = self.generator_loss_weights
       return (weights.confidence * losses.confidence_loss(student_logits)
               + weights.balance * losses.balance_loss(student_logits)
@@ -334,11 +468,34 @@ class DPDFD(keras.Model):
               + weights.feature_diversity * losses.diversity_loss(tf.nn.softmax(student_logits))
               + weights.released_rows * losses.released_rows_loss(released, student_logits,
                                                                   self.clip_norm))
-    teacher_logits = self.teacher(images, training=False)  # NOT private (see not_private_reason)
+    # NOT private (see not_private_reason).
+    teacher_logits = aggregate_logits(self.teacher(images, training=False))
     if self.generator_mode == "teacher":
       return (losses.confidence_loss(teacher_logits)
               + self.generator_loss_weights.balance * losses.balance_loss(teacher_logits))
     return losses.discrepancy_loss(student_logits, teacher_logits)
+
+
+def aggregate_logits(teacher_logits):
+  """An ensemble's [B, M, K] logits as the log of its mean probabilities; [B, K] unchanged."""
+  if teacher_logits.shape.rank == 3:
+    return tf.math.log(tf.reduce_mean(tf.nn.softmax(teacher_logits), axis=1) + 1e-12)
+  return teacher_logits
+
+
+def _check_dp_optimizer(optimizer, clip_norm, noise_multiplier):
+  """The dp_optimizer mechanism is only what the accountant assumes if the optimizer is a
+  tensorflow-privacy DP optimizer with our C and sigma and one microbatch per sample."""
+  query = getattr(optimizer, "_dp_sum_query", None)
+  clip, stddev = getattr(query, "_l2_norm_clip", None), getattr(query, "_stddev", None)
+  _check(clip is not None and stddev is not None and type(query).__name__ == "GaussianSumQuery",
+         "student_mechanism='dp_optimizer' needs a tensorflow-privacy DPKeras Gaussian optimizer "
+         f"(e.g. DPKerasAdamOptimizer) as student_optimizer, got {type(optimizer).__name__}")
+  _check(math.isclose(clip, clip_norm) and math.isclose(stddev, clip * noise_multiplier),
+         f"the DP optimizer clips to {clip} with noise multiplier {stddev / clip:g}, but the "
+         f"model accounts clip_norm={clip_norm}, noise_multiplier={noise_multiplier}")
+  _check(getattr(optimizer, "_num_microbatches", None) is None,
+         "the DP optimizer must use one microbatch per sample (num_microbatches=None)")
 
 
 class PrivacyBudget(keras.callbacks.Callback):

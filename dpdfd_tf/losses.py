@@ -22,8 +22,14 @@ def per_sample_distillation_loss(name, student_logits, teacher_logits, temperatu
 
 
 def distillation_rows(name, student_logits, teacher_logits, temperature=1.0):
-  """Per-sample gradients d loss_i / d s_i, [B, K]: the private quantity DPDFD releases."""
+  """Per-sample gradients d loss_i / d s_i, [B, K]: the private quantity DPDFD releases.
+
+  With an ensemble's [B, M, K] teacher logits, one row per sample and teacher: [B, M, K].
+  """
   student_logits = tf.convert_to_tensor(student_logits)
+  teacher_logits = tf.convert_to_tensor(teacher_logits)
+  if teacher_logits.shape.rank == 3:
+    student_logits = tf.broadcast_to(student_logits[:, None, :], tf.shape(teacher_logits))
   with tf.GradientTape() as tape:
     tape.watch(student_logits)
     total = tf.reduce_sum(per_sample_distillation_loss(name, student_logits,

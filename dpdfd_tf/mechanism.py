@@ -82,3 +82,35 @@ def privatize_rows(rows, clip_norm, noise_multiplier, rng):
   rows = tf.cast(rows, tf.float32)  # DP arithmetic stays in float32 (mixed precision too).
   normalized = normalize_rows(rows, clip_norm)
   return normalized + gaussian_noise(tf.shape(normalized), noise_multiplier, clip_norm, rng)
+
+
+def privatize_ensemble_rows(rows, clip_norm, noise_multiplier, rng):
+  """Normalizes each teacher's rows to norm <= C, averages over the M teachers, adds noise.
+
+  Args:
+    rows: [B, M, K] per-sample gradients of the distillation loss w.r.t. the student logits,
+      one row per sample and teacher.
+    clip_norm: C > 0.
+    noise_multiplier: sigma >= 0; noise std per entry is sigma * C, as for one teacher.
+    rng: tf.random.Generator for the noise.
+
+  Privacy meaning: teachers trained on disjoint shards means one record changes one teacher,
+  which moves each averaged row by at most 2C/M (the teacher_ensemble unit).
+
+  Returns:
+    The released rows, [B, K] float32.
+  """
+  rows = tf.cast(rows, tf.float32)
+  averaged = tf.reduce_mean(normalize_rows(rows, clip_norm), axis=1)
+  return averaged + gaussian_noise(tf.shape(averaged), noise_multiplier, clip_norm, rng)
+
+
+def sample_teacher(rng, num_teachers):
+  """Index of the teacher answering this step, uniform over M, from the secret noise stream.
+
+  Privacy meaning: the teacher_sampled unit's amplification (q = 1/M) holds only if nobody
+  learns which teacher answered, so the draw comes from the noise generator.
+  """
+  # 64 random bits: the modulo bias is below M / 2^64.
+  bits = rng.uniform_full_int([], tf.int64)
+  return tf.cast(tf.math.floormod(bits, tf.constant(num_teachers, tf.int64)), tf.int32)

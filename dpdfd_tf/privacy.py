@@ -3,7 +3,8 @@ r"""Privacy calculator: epsilon for a configuration, or the noise needed for a t
   python -m dpdfd_tf.privacy --noise_multiplier=758 --batch_size=256 --steps=2000 --delta=1e-5
   python -m dpdfd_tf.privacy --target_epsilon=10 --batch_size=256 --steps=2000 --delta=1e-5
 
-Units (docs/privacy.md): teacher (default), teacher_ensemble (--num_teachers), dp_sgd
+Units (docs/privacy.md): teacher (default), teacher_ensemble and teacher_sampled
+(--num_teachers), dp_optimizer (a tensorflow-privacy DP optimizer on the student), dp_sgd
 (--dataset_size).
 """
 
@@ -19,7 +20,7 @@ BATCH = flags.DEFINE_integer("batch_size", 256, "B.")
 STEPS = flags.DEFINE_integer("steps", 1000, "Number of private steps.")
 DELTA = flags.DEFINE_float("delta", 1e-5, "delta.")
 UNIT = flags.DEFINE_enum("unit", "teacher", list(accounting.UNITS), "Unit of privacy.")
-NUM_TEACHERS = flags.DEFINE_integer("num_teachers", 1, "M (teacher_ensemble unit).")
+NUM_TEACHERS = flags.DEFINE_integer("num_teachers", 1, "M (teacher_ensemble, teacher_sampled).")
 DATASET_SIZE = flags.DEFINE_integer("dataset_size", None, "N private records (dp_sgd unit).")
 
 
@@ -35,7 +36,7 @@ def main(argv):
       release = accounting.Release(sigma, BATCH.value, STEPS.value, UNIT.value,
                                    NUM_TEACHERS.value, DATASET_SIZE.value)
       print(f"noise multiplier for epsilon <= {TARGET_EPSILON.value:g}: sigma = {sigma:.6g}")
-    report = accounting.privacy_report(release, DELTA.value, clip_norm=1.0)
+    report = accounting.privacy_report(release, DELTA.value)
   except ValueError as error:
     raise DpdfdError(str(error)) from None
   print(accounting.describe(report).replace(", C = 1", ""))

@@ -1,5 +1,6 @@
 """The accountant against closed forms, dp_accounting called directly, and calibration."""
 
+import dataclasses
 import math
 
 import dp_accounting
@@ -70,12 +71,82 @@ def test_units_match_dp_accounting_called_directly():
   assert accounting.epsilon(dpsgd, delta) == pytest.approx(direct.get_epsilon(delta))
 
 
-@pytest.mark.parametrize("unit,kwargs", [("teacher", {}), ("teacher_ensemble", {"num_teachers": 50}),
-                                         ("dp_sgd", {"dataset_size": 60000})])
+def test_sampled_teacher_and_dp_optimizer_units_match_dp_accounting():
+  delta = 1e-5
+  sampled = accounting.Release(40.0, 256, 500, unit="teacher_sampled", num_teachers=100)
+  direct = rdp_privacy_accountant.RdpAccountant(
+      neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+  direct.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.SampledWithoutReplacementDpEvent(
+      100, 1, dp_accounting.GaussianDpEvent(40.0 / (2 * 16))), 500))
+  assert accounting.epsilon(sampled, delta) == pytest.approx(direct.get_epsilon(delta))
+  # Sampling one of M teachers never costs more than asking the same single teacher each step.
+  single = accounting.Release(40.0, 256, 500, unit="teacher")
+  assert accounting.epsilon(sampled, delta) < accounting.epsilon(single, delta)
+
+  # dp_optimizer: the clipped sum's sensitivity is 2*C*B, so z = sigma / (2B): with sigma scaled
+  # by sqrt(B) it is exactly the teacher unit's Gaussian.
+  optimizer = accounting.Release(100.0 * 16, 256, 1000, unit="dp_optimizer")
+  assert optimizer.effective_noise_multiplier == pytest.approx(100.0 / (2 * 16))
+  assert accounting.epsilon(optimizer, delta) == pytest.approx(
+      accounting.epsilon(accounting.Release(100.0, 256, 1000), delta))
+  z = 1600.0 / 512
+  expected = closed_form_gaussian_epsilon(z, 1000, delta, rdp_privacy_accountant.DEFAULT_RDP_ORDERS)
+  assert accounting.epsilon(optimizer, delta) == pytest.approx(expected, rel=1e-9)
+
+
+def test_composed_releases_match_dp_accounting_and_cost_more_than_each():
+  delta = 1e-5
+  student = accounting.Release(30.0, 256, 1000, unit="teacher_ensemble", num_teachers=10)
+  generator = accounting.Release(30.0, 256, 1000, unit="teacher", clip_norm=2.0,
+                                 name="generator image gradients")
+  direct = rdp_privacy_accountant.RdpAccountant(
+      neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+  for release in (student, generator):
+    direct.compose(accounting.dp_event(release))
+  both = accounting.epsilon([student, generator], delta)
+  assert both == pytest.approx(direct.get_epsilon(delta))
+  assert both > max(accounting.epsilon(student, delta), accounting.epsilon(generator, delta))
+  report = accounting.privacy_report([student, generator], delta)
+  assert report["epsilon"] == pytest.approx(both)
+  assert [r["name"] for r in report["releases"]] == ["student rows", "generator image gradients"]
+  # Different neighbouring relations are never silently mixed.
+  dpsgd = accounting.Release(1.0, 256, 10, unit="dp_sgd", dataset_size=60000)
+  with pytest.raises(ValueError, match="neighbouring"):
+    accounting.epsilon([student, dpsgd], delta)
+
+
+def test_dp_teacher_bounds_the_run_by_post_processing():
+  delta = 1e-5
+  teacher = accounting.Release(1.1, 256, 1170, unit="dp_sgd", dataset_size=60000)
+  teacher_epsilon = accounting.epsilon(teacher, delta)
+  # Distilled without noise (or with a generator that queries it freely): the teacher's epsilon.
+  report = accounting.privacy_report(accounting.Release(0.0, 256, 1000), delta,
+                                     teacher_training=teacher)
+  assert report["private"] and report["epsilon"] == pytest.approx(teacher_epsilon)
+  assert report["bound"].startswith("dp_teacher") and report["distillation_epsilon"] == "inf"
+  report = accounting.privacy_report(accounting.Release(0.0, 256, 1000), delta,
+                                     not_private_reason="raw teacher queries",
+                                     teacher_training=teacher)
+  assert report["epsilon"] == pytest.approx(teacher_epsilon)
+  # With enough noise the distillation bound is the smaller one, and it is reported.
+  noisy = accounting.Release(5000.0, 256, 100)
+  report = accounting.privacy_report(noisy, delta, teacher_training=teacher)
+  assert report["epsilon"] == pytest.approx(accounting.epsilon(noisy, delta))
+  assert report["epsilon"] < teacher_epsilon
+  assert report["bound"].startswith("distillation")
+  assert report["teacher_training"]["epsilon"] == pytest.approx(teacher_epsilon)
+
+
+UNIT_CASES = [("teacher", {}), ("teacher_ensemble", {"num_teachers": 50}),
+              ("teacher_sampled", {"num_teachers": 50}), ("dp_optimizer", {}),
+              ("dp_sgd", {"dataset_size": 60000})]
+
+
+@pytest.mark.parametrize("unit,kwargs", UNIT_CASES)
 def test_zero_noise_is_infinite_epsilon_on_every_unit(unit, kwargs):
   release = accounting.Release(0.0, 256, 1000, unit=unit, **kwargs)
   assert math.isinf(accounting.epsilon(release, 1e-5))
-  report = accounting.privacy_report(release, 1e-5, clip_norm=1.0)
+  report = accounting.privacy_report(release, 1e-5)
   assert report["epsilon"] == "inf" and report["private"] is False
 
 
@@ -86,6 +157,25 @@ def test_calibrated_sigma_meets_target_and_is_minimal(target, batch, steps):
   sigma = accounting.calibrate_noise_multiplier(target, 1e-5, release)
   assert accounting.epsilon(accounting.Release(sigma, batch, steps), 1e-5) <= target
   assert accounting.epsilon(accounting.Release(0.99 * sigma, batch, steps), 1e-5) > target
+
+
+@pytest.mark.parametrize("unit,kwargs", UNIT_CASES)
+@pytest.mark.parametrize("target", [1.0, 10.0])
+def test_calibration_meets_target_and_is_minimal_for_every_unit(unit, kwargs, target):
+  release = accounting.Release(0.0, 256, 300, unit=unit, **kwargs)
+  sigma = accounting.calibrate_noise_multiplier(target, 1e-5, release)
+  spent = lambda s: accounting.epsilon(dataclasses.replace(release, noise_multiplier=s), 1e-5)
+  assert spent(sigma) <= target < spent(0.99 * sigma)
+
+
+def test_calibration_of_composed_releases_meets_the_joint_target():
+  releases = [accounting.Release(0.0, 128, 200),
+              accounting.Release(0.0, 128, 200, clip_norm=3.0, name="generator image gradients")]
+  sigma = accounting.calibrate_noise_multiplier(10.0, 1e-5, releases)
+  with_sigma = lambda s: [dataclasses.replace(r, noise_multiplier=s) for r in releases]
+  assert accounting.epsilon(with_sigma(sigma), 1e-5) <= 10.0 < accounting.epsilon(
+      with_sigma(0.99 * sigma), 1e-5)
+  assert sigma > accounting.calibrate_noise_multiplier(10.0, 1e-5, releases[0])
 
 
 def test_epsilon_grows_with_steps_and_batch():

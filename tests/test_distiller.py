@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dpdfd_tf import accounting
+from dpdfd_tf import architectures
 from dpdfd_tf import distiller
 from dpdfd_tf import errors
+from dpdfd_tf import losses
 from dpdfd_tf import mechanism
 from dpdfd_tf._compat import keras
 
@@ -135,8 +138,7 @@ def test_teacher_querying_generator_forces_infinite_epsilon(mode):
   model.fit(verbose=0)
   assert not model.is_private
   assert math.isinf(model.epsilon(1e-5))
-  from dpdfd_tf import accounting  # pylint: disable=g-import-not-at-top
-  report = accounting.privacy_report(model.release(), 1e-5, 1.0, model.not_private_reason())
+  report = model.privacy_report(1e-5)
   assert report["private"] is False and report["epsilon"] == "inf"
   assert "queries the teacher" in report["not_private_reason"]
 
@@ -216,3 +218,122 @@ def test_non_finite_loss_stops_before_checkpointing_and_keeps_the_count(tmp_path
   assert manager.latest_checkpoint is not None
   model.checkpoint().restore(manager.latest_checkpoint)
   assert all(np.all(np.isfinite(w)) for w in model.student.get_weights())
+
+
+def ensemble_models(num_teachers=4, seed=0):
+  """linear_models with the teacher replaced by M linear teachers: images -> [B, M, K]."""
+  _, student, generator = linear_models(seed)
+  images = keras.Input(IMAGE_SHAPE, name="images")
+  logits = architectures.StackedDense(num_teachers, NUM_CLASSES, name="logits")(
+      keras.layers.Flatten()(images))
+  return keras.Model(images, logits, name="ensemble"), student, generator
+
+
+def test_ensemble_step_releases_the_mean_of_normalized_member_rows():
+  batch, clip, members = 6, 0.5, 4
+  teacher, student, generator = ensemble_models(members)
+  model = distiller.DPDFD(teacher, student, generator, batch_size=batch, clip_norm=clip,
+                          noise_multiplier=0.0, seed=11, noise_seed=22, input_mixup=False,
+                          generator_steps_per_iteration=0)
+  model.compile(student_optimizer="sgd", generator_optimizer="sgd")
+  latents = mechanism.standard_normal(tf.random.Generator.from_seed(11),
+                                      [batch, LATENT_DIM]).numpy()
+  x = (latents @ generator.get_weights()[0]).reshape(batch, -1)
+  kernel, bias = teacher.get_weights()  # [M, 16, K], [M, K]
+  t = np.einsum("bi,mik->bmk", x, kernel) + bias  # [B, M, K]
+  w_s, b_s = student.get_weights()
+  s = x @ w_s + b_s
+  rows = softmax(s)[:, None, :] - np.stack([softmax(t[:, m]) for m in range(members)], 1)
+  expected = (clip * rows / (np.linalg.norm(rows, axis=-1, keepdims=True) + 1e-6)).mean(1)
+
+  _, released = model.private_student_step()
+  np.testing.assert_allclose(released.numpy(), expected, rtol=1e-5, atol=1e-6)
+  (release,) = model.release()
+  assert release.unit == "teacher_ensemble" and release.num_teachers == members
+
+
+def test_sampled_aggregation_uses_one_teacher_per_step_and_its_unit():
+  teacher, student, generator = ensemble_models(5)
+  model = distiller.DPDFD(teacher, student, generator, batch_size=4, noise_multiplier=0.0,
+                          teacher_aggregation="sample", seed=1, noise_seed=2, input_mixup=False)
+  model.compile(student_optimizer="sgd", generator_optimizer="sgd")
+  latents = mechanism.standard_normal(tf.random.Generator.from_seed(1), [4, LATENT_DIM])
+  images = generator(latents)
+  chosen = int(mechanism.sample_teacher(tf.random.Generator.from_seed(2), 5))
+  rows = losses.distillation_rows("kl", student(images), teacher(images)[:, chosen])
+  _, released = model.private_student_step()
+  np.testing.assert_allclose(released.numpy(), mechanism.normalize_rows(rows, 1.0).numpy(),
+                             rtol=1e-5, atol=1e-6)
+  model = distiller.DPDFD(teacher, student, generator, batch_size=4, noise_multiplier=3.0,
+                          teacher_aggregation="sample")
+  assert model.release(100)[0].unit == "teacher_sampled"
+  assert math.isfinite(model.epsilon(1e-5, 100))
+
+
+def test_dp_optimizer_mechanism_trains_and_is_accounted_with_sensitivity_2cb():
+  from tensorflow_privacy.privacy.optimizers import dp_optimizer_keras  # pylint: disable=g-import-not-at-top
+  teacher, student, generator = linear_models()
+  model = distiller.DPDFD(teacher, student, generator, batch_size=8, clip_norm=0.5,
+                          noise_multiplier=2.0, student_mechanism="dp_optimizer",
+                          noise_seed=3, max_private_steps=2)
+  model.compile(student_optimizer=dp_optimizer_keras.DPKerasSGDOptimizer(
+      l2_norm_clip=0.5, noise_multiplier=2.0, num_microbatches=None, learning_rate=0.1),
+                generator_optimizer="sgd")
+  before = student.get_weights()[0].copy()
+  model.fit(verbose=0)
+  assert int(model.private_steps.numpy()) == 2
+  assert not np.array_equal(before, student.get_weights()[0])
+  (release,) = model.release()
+  assert release.unit == "dp_optimizer"
+  assert release.effective_noise_multiplier == pytest.approx(2.0 / (2 * 8))
+  # An optimizer that is not the one accounted is refused.
+  with pytest.raises(ValueError, match="tensorflow-privacy"):
+    model.compile(student_optimizer="adam", generator_optimizer="sgd")
+  with pytest.raises(ValueError, match="noise multiplier"):
+    model.compile(student_optimizer=dp_optimizer_keras.DPKerasSGDOptimizer(
+        l2_norm_clip=0.5, noise_multiplier=1.0, num_microbatches=None), generator_optimizer="sgd")
+  with pytest.raises(ValueError, match="ensemble"):
+    distiller.DPDFD(*ensemble_models(3), student_mechanism="dp_optimizer")
+
+
+def test_dp_teacher_guided_generator_releases_normalized_noised_image_gradients():
+  calls = []
+  teacher, student, generator = linear_models(teacher_calls=calls)
+  model = distiller.DPDFD(teacher, student, generator, batch_size=4, noise_multiplier=0.0,
+                          generator_mode="dp_teacher_guided", generator_clip_norm=0.3,
+                          distillation_loss="l1", seed=0, noise_seed=0)
+  model.compile(student_optimizer="sgd", generator_optimizer="sgd")
+  images = generator(model.sample_latents())
+  calls.clear()
+  released = model.released_image_gradients(images).numpy()
+  assert calls  # the teacher is used, through this channel only
+  norms = np.linalg.norm(released.reshape(4, -1), axis=1)
+  np.testing.assert_allclose(norms, 0.3, rtol=1e-4)  # sigma 0: exactly normalized
+  assert int(model.guided_steps.numpy()) == 1
+  # Row i depends on image i only: changing image 0 leaves the other rows unchanged.
+  changed = images.numpy().copy()
+  changed[0] += 1.0
+  again = model.released_image_gradients(tf.constant(changed)).numpy()
+  np.testing.assert_allclose(again[1:], released[1:], rtol=1e-5, atol=1e-7)
+
+  noisy = distiller.DPDFD(teacher, student, generator, batch_size=4, noise_multiplier=5.0,
+                          generator_mode="dp_teacher_guided", generator_steps_per_iteration=2,
+                          seed=0, noise_seed=0, max_private_steps=3)
+  noisy.compile(student_optimizer="sgd", generator_optimizer="sgd")
+  noisy.fit(verbose=0)
+  student_release, generator_release = noisy.release()
+  assert generator_release.steps == int(noisy.guided_steps.numpy()) == 6
+  assert noisy.is_private
+  assert noisy.epsilon(1e-5) > accounting.epsilon(student_release, 1e-5)
+  assert noisy.epsilon(1e-5) == pytest.approx(noisy.epsilon(1e-5, steps=3))
+
+
+def test_dp_teacher_makes_a_noise_free_run_private_at_the_teacher_epsilon():
+  teacher_training = accounting.Release(1.0, 64, 100, unit="dp_sgd", dataset_size=1000)
+  model = make_model(0.0, generator_mode="adversarial", teacher_training=teacher_training,
+                     max_private_steps=2)
+  model.fit(verbose=0)
+  assert not model.is_private  # the distillation alone is not
+  assert model.epsilon(1e-5) == pytest.approx(accounting.epsilon(teacher_training, 1e-5))
+  report = model.privacy_report(1e-5)
+  assert report["private"] and report["bound"].startswith("dp_teacher")

@@ -5,9 +5,13 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 import numpy as np
+from scipy import stats
 import pytest
 import tensorflow as tf
 
+import dpdfd_tf  # noqa: F401  (import-order workarounds first)
+from dpdfd_tf import architectures
+from dpdfd_tf import losses
 from dpdfd_tf import mechanism
 
 finite_rows = hnp.arrays(
@@ -63,3 +67,42 @@ def test_standard_normal_is_standard_and_identical_under_xla():
   assert abs(a.mean()) < 0.01 and abs(a.std() - 1.0) < 0.01
   # Gaussian tails: P(|x| > 3) = 0.0027 (100,651 draws -> about 272).
   assert 200 < np.sum(np.abs(a) > 3) < 350
+
+
+@pytest.mark.parametrize("loss", ["kl", "l1"])
+def test_swapping_one_ensemble_member_moves_each_row_by_at_most_2c_over_m(loss):
+  num_teachers, clip = 8, 0.7
+  ensemble = architectures.build_teacher_ensemble("ensemble_mlp", (8, 8, 1), 10, num_teachers,
+                                                  width=16)
+  images = tf.random.stateless_uniform([64, 8, 8, 1], seed=(1, 2))
+  student_logits = tf.random.stateless_normal([64, 10], seed=(3, 4))
+  zero_noise = tf.random.Generator.from_seed(0)
+
+  def released_rows(model):
+    rows = losses.distillation_rows(loss, student_logits, model(images))
+    return mechanism.privatize_ensemble_rows(rows, clip, 0.0, zero_noise).numpy()
+
+  before = released_rows(ensemble)
+  largest = 0.0
+  for trial in range(5):  # member 3 replaced by differently trained (here: random) weights
+    swapped = [w.copy() for w in ensemble.get_weights()]
+    for w in swapped:
+      if w.ndim >= 2 and w.shape[0] == num_teachers:
+        w[3] = np.random.default_rng(trial).normal(0, 3, w.shape[1:])
+    other = architectures.build_teacher_ensemble("ensemble_mlp", (8, 8, 1), 10, num_teachers,
+                                                 width=16)
+    other.set_weights(swapped)
+    change = np.linalg.norm(released_rows(other) - before, axis=1).max()
+    largest = max(largest, change)
+  assert largest <= 2 * clip / num_teachers + 1e-6
+  assert largest > 0.5 * clip / num_teachers  # the swap does move rows: the check has teeth
+
+
+def test_sampled_teacher_is_uniform_and_from_the_given_generator():
+  rng = tf.random.Generator.from_seed(5)
+  draws = np.array([int(mechanism.sample_teacher(rng, 7)) for _ in range(3500)])
+  counts = np.bincount(draws, minlength=7)
+  assert counts.sum() == 3500 and draws.min() >= 0 and draws.max() < 7
+  assert stats.chisquare(counts).pvalue > 1e-3
+  again = tf.random.Generator.from_seed(5)
+  assert [int(mechanism.sample_teacher(again, 7)) for _ in range(20)] == list(draws[:20])
