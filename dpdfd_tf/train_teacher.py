@@ -152,7 +152,7 @@ def main(argv):
       "test_accuracy": test_accuracy, "train_seconds": round(seconds, 1), "model": model_path,
       "note": note})
   cli.log().info("teacher saved to %s", model_path)
-  kind = f"ensemble of {NUM_TEACHERS.value} (averaged vote)" if NUM_TEACHERS.value > 1 else ""
+  kind = f"ensemble of {NUM_TEACHERS.value} (averaged vote) " if NUM_TEACHERS.value > 1 else ""
   print(f"teacher test accuracy: {test_accuracy:.4f} {kind}({cli.DATASET.value}, "
         f"{len(test_labels)} test images)")
   if details["private"]:
