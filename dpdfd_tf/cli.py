@@ -6,6 +6,7 @@ preset flagfile (flags/*.cfg) serves every command.
 
 import json
 import logging as pylogging
+import math
 import os
 import shutil
 import sys
@@ -26,12 +27,14 @@ DATA_DIR = flags.DEFINE_string(
 TEACHER_ARCHITECTURE = flags.DEFINE_enum(
     "teacher_architecture", "small_cnn", ["lenet5", "small_cnn", "resnet"],
     "Teacher architecture (train_teacher).")
-TEACHER_WIDTH = flags.DEFINE_integer("teacher_width", None, "Teacher width (default per family).")
+TEACHER_WIDTH = flags.DEFINE_integer("teacher_width", None, "Teacher width (default per family).",
+                                     lower_bound=0)
 STUDENT_ARCHITECTURE = flags.DEFINE_enum(
     "student_architecture", "small_cnn", ["lenet5", "small_cnn", "resnet"], "Student architecture.")
 STUDENT_WIDTH = flags.DEFINE_integer("student_width", 16, "Student width (filters of the first "
-                                     "layer); None for the family default.")
-SEED = flags.DEFINE_integer("seed", 0, "Seed for weight initialization, latents and data order.")
+                                     "layer); None for the family default.", lower_bound=0)
+SEED = flags.DEFINE_integer("seed", 0, "Seed for weight initialization, latents and data order.",
+                            lower_bound=0)
 OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the run's files.")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a finished run in --output_dir.")
 
@@ -51,21 +54,65 @@ PRESET_FLAGS = (
     "noise_seed", "steps_per_epoch", "log_every", "sample_every", "checkpoint_every")
 
 
+# Integer flags size tensors or count steps: TensorFlow takes them as 32-bit integers.
+MAX_INTEGER_FLAG = 2**31 - 1
+
+
 def run(main):
-  """absl app.run with user errors reported as one line and exit status 2."""
+  """absl app.run with user errors reported as one line and exit status 2.
+
+  Covers errors of the command (DpdfdError) and of the command line itself (unparsable or
+  unknown flag values, unreadable flagfiles, out-of-range numbers).
+  """
   sys.argv = sys.argv[:1] + [f"--undefok={','.join(PRESET_FLAGS)}"] + sys.argv[1:]
 
   def wrapped(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
+      if len(argv) > 1:
+        raise DpdfdError(f"unexpected arguments: {' '.join(argv[1:])}")
       return main(argv)
     except DpdfdError as error:
-      program = os.path.basename(sys.argv[0]) if sys.argv else "dpdfd_tf"
-      print(f"{program}: error: {error}", file=sys.stderr)
-      sys.exit(2)
+      _exit_with_error(error)
 
-  app.run(wrapped)
+  app.run(wrapped, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+  try:
+    remaining = flags.FLAGS(argv)
+    _check_numeric_flags()
+  except (flags.Error, DpdfdError) as error:
+    _exit_with_error(error)
+  return remaining
+
+
+def _check_numeric_flags():
+  """Every float flag must be a finite number, every integer flag fit in 32 bits.
+
+  NaN slips through comparisons such as ``value > 0``, and an overflowing integer or float
+  only fails deep inside TensorFlow, after the run has started.
+  """
+  for name in flags.FLAGS:
+    flag = flags.FLAGS[name]
+    if flag.value is None:
+      continue
+    if isinstance(flag.parser, flags.FloatParser) and not math.isfinite(flag.value):
+      raise DpdfdError(f"--{name} must be a finite number, got {flag.value}")
+    if isinstance(flag.parser, flags.IntegerParser) and abs(flag.value) > MAX_INTEGER_FLAG:
+      raise DpdfdError(f"--{name}={flag.value} is out of range (at most {MAX_INTEGER_FLAG} in "
+                       "absolute value)")
+
+
+def _exit_with_error(error):
+  program = os.path.basename(sys.argv[0]) if sys.argv else "dpdfd_tf"
+  print(f"{program}: error: {one_line(str(error))}", file=sys.stderr)
+  sys.exit(2)
+
+
+def one_line(text):
+  """``text`` with line breaks and other unprintable characters escaped (e.g. in a path)."""
+  return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                 for c in text.strip())
 
 
 def require(condition, message):
