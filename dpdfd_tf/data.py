@@ -17,6 +17,8 @@ Sources, in the order they are tried for a named dataset:
 import dataclasses
 import gzip
 import os
+import zipfile
+import zlib
 from typing import Optional, Tuple
 
 import numpy as np
@@ -74,6 +76,7 @@ def load(name: str, split: str, data_dir: Optional[str] = None):
   else:
     local = next((d for d in info.local_dirs if _has_idx_files(d)), None)
     images, labels = _load_idx_dir(local, split) if local else _load_tfds(info, split)
+  _check_arrays(images, labels, info.num_classes, data_dir or name)
   images = _to_unit_float(images)
   if images.ndim == 3:
     images = images[..., None]
@@ -82,12 +85,28 @@ def load(name: str, split: str, data_dir: Optional[str] = None):
   return images, labels.astype(np.int64)
 
 
+def _check_arrays(images, labels, num_classes, source):
+  """Shapes and labels the training and evaluation code can rely on, checked up front."""
+  if images.ndim < 2 or labels.ndim != 1:
+    raise DpdfdError(f"{source}: expected images of shape [N, H, W(, C)] and labels of shape "
+                     f"[N], got {images.shape} and {labels.shape}")
+  if len(images) != len(labels):
+    raise DpdfdError(f"{source}: {len(images)} images but {len(labels)} labels")
+  if not len(labels):
+    raise DpdfdError(f"{source} holds no images")
+  if labels.min() < 0 or labels.max() >= num_classes:
+    raise DpdfdError(f"{source}: labels must lie in [0, {num_classes}), found "
+                     f"{labels.min()}..{labels.max()}")
+
+
 def _to_unit_float(images):
   if images.dtype == np.uint8:
     return images.astype(np.float32) / 255.0
   images = images.astype(np.float32)
-  if images.size and (images.min() < 0.0 or images.max() > 1.0):
-    raise DpdfdError("float images must already lie in [0, 1] (the package's pixel convention)")
+  # Written so that NaN fails too: every comparison with NaN is False.
+  if not (images.min() >= 0.0 and images.max() <= 1.0):
+    raise DpdfdError("float images must be finite and already lie in [0, 1] (the package's "
+                     "pixel convention)")
   return images
 
 
@@ -137,14 +156,13 @@ def read_idx(path):
 
 
 def _load_idx_dir(directory, split):
-  images = read_idx(_idx_path(directory, split, "images"))
-  labels = read_idx(_idx_path(directory, split, "labels"))
-  if len(images) != len(labels):
-    raise DpdfdError(f"{directory}: {len(images)} images but {len(labels)} labels for {split}")
-  return images, labels
+  return (read_idx(_idx_path(directory, split, "images")),
+          read_idx(_idx_path(directory, split, "labels")))
 
 
 def _load_npz(path, split):
+  if not zipfile.is_zipfile(path):
+    raise DpdfdError(f"{path} is not an .npz archive (truncated or another format)")
   try:
     with np.load(path, allow_pickle=False) as archive:
       keys = set(archive.files)
@@ -155,10 +173,11 @@ def _load_npz(path, split):
       else:
         raise DpdfdError(f"{path} has keys {sorted(keys)}; expected x_{split}/y_{split} or "
                          "images/labels")
-  except (OSError, ValueError) as e:
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
     raise DpdfdError(f"cannot read npz file {path}: {e}") from None
-  if images.dtype.kind not in "uf" or labels.dtype.kind not in "iu" or len(images) != len(labels):
-    raise DpdfdError(f"{path}: images must be numeric and labels integer, of equal length")
+  if images.dtype.kind not in "uf" or labels.dtype.kind not in "iu":
+    raise DpdfdError(f"{path}: images must be numeric and labels integer, got {images.dtype} and "
+                     f"{labels.dtype}")
   return images, labels
 
 

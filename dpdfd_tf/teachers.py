@@ -8,12 +8,14 @@ and applied to the package's [0, 1] images, so any architecture and preprocessin
 """
 
 import dataclasses
+import math
 import os
 from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from dpdfd_tf import architectures  # noqa: F401  (registers StackedDense for loading)
 from dpdfd_tf._compat import keras
 from dpdfd_tf.errors import DpdfdError
 
@@ -41,13 +43,15 @@ class InputRange:
         mean_text, std_text = text.split("/")
         mean = tuple(float(v) for v in mean_text[len("mean="):].split(","))
         std = tuple(float(v) for v in std_text.strip()[len("std="):].split(","))
-        if len(mean) != len(std) or any(s <= 0 for s in std):
+        if len(mean) != len(std) or any(s <= 0 for s in std) or not _all_finite(mean + std):
           raise ValueError
         return cls(mean=mean, std=std)
       low, high = (float(v) for v in text.split(","))
+      if not _all_finite((low, high, high - low)):
+        raise ValueError
     except ValueError:
-      raise DpdfdError(f"cannot parse input range {text!r}; use e.g. '0,1', '-1,1' or "
-                       "'mean=0.5/std=0.5'") from None
+      raise DpdfdError(f"cannot parse input range {text!r}; use finite numbers as in '0,1', "
+                       "'-1,1' or 'mean=0.5/std=0.5'") from None
     if not high > low:
       raise DpdfdError(f"input range {text!r} needs low < high")
     return cls(low=low, high=high)
@@ -60,6 +64,10 @@ class InputRange:
     if self.mean is not None:
       return (images - tf.constant(self.mean, images.dtype)) / tf.constant(self.std, images.dtype)
     return self.low + (self.high - self.low) * images
+
+
+def _all_finite(values):
+  return all(math.isfinite(v) for v in values)
 
 
 class _InputRangeLayer(keras.layers.Layer):
@@ -179,6 +187,10 @@ def load_classifier(path, image_shape=None, num_classes=None, output_kind="auto"
       raise DpdfdError(f"{path}: input shape {model_shape} is not fully defined")
     image_shape = model_shape
   image_shape = tuple(image_shape)
+  if input_range is not None and input_range.mean is not None and len(input_range.mean) not in (
+      1, image_shape[-1]):
+    raise DpdfdError(f"input range has {len(input_range.mean)} channel means for images with "
+                     f"{image_shape[-1]} channels")
   if len(model_shape) != len(image_shape) or any(
       m is not None and m != e for m, e in zip(model_shape, image_shape)):
     raise DpdfdError(f"{path} takes inputs of shape {model_shape}, but the images are "
