@@ -1,26 +1,17 @@
 """Command lines: bad input gets one line, a non-zero exit and no file changed; presets parse."""
 
 import os
-import re
 
 import pytest
 from absl import flags
 
+from conftest import assert_rejected
 from conftest import run_command
-from conftest import tree_snapshot
 from dpdfd_tf import cli
 from dpdfd_tf import architectures
 from dpdfd_tf._compat import keras
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def assert_one_line_error(result, pattern):
-  assert result.returncode != 0
-  assert "Traceback" not in result.stderr, result.stderr
-  errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-  assert len(errors) == 1, result.stderr
-  assert re.search(pattern, errors[0]), errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +63,15 @@ def test_distill_bad_input(name, overrides, pattern, digits_teacher_path, wrong_
   values.update(overrides)
   values = {k: v.format(missing=str(tmp_path / "missing"), wrong=wrong_teachers)
             for k, v in values.items()}
-  before = tree_snapshot(finished_run_dir)
-  result = run_command("distill", *(f"--{k}={v}" for k, v in values.items()),
-                       f"--output_dir={finished_run_dir}", "--overwrite")
-  assert_one_line_error(result, pattern)
-  assert tree_snapshot(finished_run_dir) == before
+  assert_rejected("distill", [*(f"--{k}={v}" for k, v in values.items()),
+                              f"--output_dir={finished_run_dir}", "--overwrite"],
+                  finished_run_dir, pattern)
 
 
 def test_distill_refuses_a_finished_run_without_overwrite(digits_teacher_path, finished_run_dir):
-  before = tree_snapshot(finished_run_dir)
-  result = run_command("distill", "--dataset=digits", f"--teacher={digits_teacher_path}",
-                       "--epsilon=10", f"--output_dir={finished_run_dir}")
-  assert_one_line_error(result, "already holds a finished run")
-  assert tree_snapshot(finished_run_dir) == before
+  assert_rejected("distill", ["--dataset=digits", f"--teacher={digits_teacher_path}",
+                              "--epsilon=10", f"--output_dir={finished_run_dir}"],
+                  finished_run_dir, "already holds a finished run")
 
 
 @pytest.mark.parametrize("command,args,pattern", [
@@ -100,11 +87,8 @@ def test_other_commands_bad_input(command, args, pattern, tmp_path, finished_run
   (tmp_path / "empty").mkdir()
   args = [a.format(empty=str(tmp_path / "empty"), missing=str(tmp_path / "missing"))
           for a in args]
-  before = tree_snapshot(finished_run_dir)
   extra = [f"--output_dir={finished_run_dir}", "--overwrite"] if command == "train_teacher" else []
-  result = run_command(command, *args, *extra)
-  assert_one_line_error(result, pattern)
-  assert tree_snapshot(finished_run_dir) == before
+  assert_rejected(command, [*args, *extra], finished_run_dir, pattern)
 
 
 def test_misspelled_flag_in_a_preset_is_still_an_error(tmp_path):
