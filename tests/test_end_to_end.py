@@ -1,18 +1,18 @@
 """End to end through the command lines, as a user runs them (slow)."""
 
 import json
+import math
 import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
 from conftest import run_command
+from conftest import start_command
 
 pytestmark = pytest.mark.slow
 
@@ -120,26 +120,36 @@ def test_fashion_mnist_teacher_and_short_distillation(tmp_path):
   assert accuracy_from(student.stdout) > 0.3
 
 
+def wait_until(condition, timeout=300):
+  """Polls ``condition`` (a cheap file-system check) until it holds; fails on timeout."""
+  deadline = time.time() + timeout
+  while not condition():
+    assert time.time() < deadline, f"timed out waiting for {condition}"
+    time.sleep(0.1)
+
+
+def interrupt_distill(args, ready, signal_number):
+  """Starts distill, sends ``signal_number`` once ``ready()`` holds; returns (exit code, stderr)."""
+  process = start_command("distill", *args)
+  wait_until(lambda: ready() or process.poll() is not None)
+  process.send_signal(signal_number)
+  _, stderr = process.communicate(timeout=300)
+  return process.returncode, stderr
+
+
 def test_sigterm_checkpoints_and_rerun_finishes_the_same_budget(smoke_run, tmp_path):
   root, _, _ = smoke_run
   out = tmp_path / "killed"
-  args = ["-m", "dpdfd_tf.distill", "--flagfile=flags/smoke.cfg", f"--teacher={root}/teacher/model",
-          "--epsilon=10", "--steps=300", "--checkpoint_every=1000", f"--output_dir={out}"]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-  process = subprocess.Popen([sys.executable, *args], cwd=os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=env)
+  args = ["--flagfile=flags/smoke.cfg", f"--teacher={root}/teacher/model", "--epsilon=10",
+          "--steps=300", "--checkpoint_every=1000", f"--output_dir={out}"]
   metrics = out / "metrics.jsonl"
-  deadline = time.time() + 300
-  while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
-    time.sleep(0.2)
-  process.send_signal(signal.SIGTERM)
-  _, stderr = process.communicate(timeout=300)
-  assert process.returncode == 130, stderr
+  returncode, stderr = interrupt_distill(
+      args, lambda: metrics.exists() and metrics.read_text().strip(), signal.SIGTERM)
+  assert returncode == 130, stderr
   assert "checkpoint saved" in stderr and not (out / "privacy_report.json").exists()
   assert (out / "checkpoints" / "checkpoint").exists()
 
-  again = run_command("distill", *args[2:])
+  again = run_command("distill", *args)
   assert again.returncode == 0, again.stderr
   assert "resumed" in again.stderr
   report = json.loads((out / "privacy_report.json").read_text())
@@ -148,3 +158,32 @@ def test_sigterm_checkpoints_and_rerun_finishes_the_same_budget(smoke_run, tmp_p
   uninterrupted = accounting.epsilon(
       accounting.Release(report["noise_multiplier"], report["batch_size"], 300), 1e-5)
   assert report["epsilon"] == uninterrupted <= 10.0
+
+
+def test_sigkill_after_a_checkpoint_and_rerun_match_an_uninterrupted_run(digits_teacher_path,
+                                                                          tmp_path):
+  """No handler runs on SIGKILL: the rerun must resume from the periodic checkpoint alone."""
+  steps = 60
+
+  def distill_args(out):
+    return ["--flagfile=flags/smoke.cfg", f"--teacher={digits_teacher_path}",
+            "--noise_multiplier=5", f"--steps={steps}", "--checkpoint_every=10",
+            "--noise_seed=1", "--seed=3", f"--output_dir={out}"]
+
+  killed = tmp_path / "killed"
+  returncode, stderr = interrupt_distill(
+      distill_args(killed), (killed / "checkpoints" / "checkpoint").exists, signal.SIGKILL)
+  assert returncode == -signal.SIGKILL, stderr
+  for name in ("privacy_report.json", "student", "generator"):
+    assert not (killed / name).exists(), name
+
+  again = run_command("distill", *distill_args(killed))
+  assert again.returncode == 0, again.stderr
+  assert "resumed" in again.stderr
+  uninterrupted = run_command("distill", *distill_args(tmp_path / "uninterrupted"))
+  assert uninterrupted.returncode == 0, uninterrupted.stderr
+  report = json.loads((killed / "privacy_report.json").read_text())
+  reference = json.loads((tmp_path / "uninterrupted" / "privacy_report.json").read_text())
+  assert report["private_steps"] == reference["private_steps"] == steps
+  assert math.isfinite(reference["epsilon"])
+  assert report["epsilon"] == pytest.approx(reference["epsilon"], rel=1e-9)
