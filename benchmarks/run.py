@@ -3,11 +3,12 @@ that produced it.
 
   python -m benchmarks.run                 # all sections, about an hour on 2 CPU cores
   python -m benchmarks.run --only=speed    # one section
+  bash benchmarks/gpu_check.sh             # speed_gpu: the same on a GPU, when there is one
 
 Sections: accuracy (Fashion-MNIST teacher; non-private DFAD and teacher-free students; the main
-job's private student) and speed (benchmarks.step_time). Runs go to --runs_dir (reused when a
-finished run is already there, so an interrupted benchmark continues); results accumulate in
-benchmarks/results/results.json.
+job's private student), speed (benchmarks.step_time) and, only when asked for, speed_gpu (the
+same on a GPU). Runs go to --runs_dir (reused when a finished run is already there, so an
+interrupted benchmark continues); results accumulate in benchmarks/results/results.json.
 """
 
 import datetime
@@ -25,7 +26,8 @@ from absl import flags
 from dpdfd_tf import accounting
 
 RUNS_DIR = flags.DEFINE_string("runs_dir", "benchmarks/runs", "Where the runs are written.")
-ONLY = flags.DEFINE_list("only", [], "Sections to run (accuracy, speed); default all. "
+ONLY = flags.DEFINE_list("only", [], "Sections to run (accuracy, speed, speed_gpu); default "
+                        "accuracy and speed. "
                         "'markdown' only rewrites BENCHMARKS.md from the stored results.")
 RESULTS = "benchmarks/results/results.json"
 PRESET = "--flagfile=flags/fashion_mnist.cfg"
@@ -105,13 +107,22 @@ def accuracy_section(runs):
   return rows
 
 
-def speed_section(runs):
+def speed_section(runs, output=None):
+  """benchmarks.step_time; an ``output`` of its own keeps the CPU figures apart (speed_gpu)."""
   del runs
-  command = python_command("benchmarks.step_time", "--batch_size=256", "--steps=40")
+  extra = [f"--output={output}"] if output else []
+  command = python_command("benchmarks.step_time", "--batch_size=256", "--steps=40", *extra)
   run(command)
-  with open("benchmarks/results/step_time.json") as f:
+  with open(output or "benchmarks/results/step_time.json") as f:
     result = json.load(f)
   result["command"] = " ".join(command)
+  return result
+
+
+def gpu_speed_section(runs):
+  result = speed_section(runs, "benchmarks/results/step_time_gpu.json")
+  if result["device"] == "no GPU":  # CPU figures must not be recorded as a GPU's
+    raise RuntimeError("TensorFlow sees no GPU (BUILD.md, GPU); nothing recorded")
   return result
 
 
@@ -150,23 +161,28 @@ def write_markdown(results):
     for row in accuracy_result["rows"]:
       if row.get("grid") and os.path.exists(row["grid"]):
         lines += [f"**{row['name']}**", "", f"![samples]({row['grid']})", ""]
-  speed = results.get("speed")
-  if speed:
-    ms = speed["median_ms"]
-    lines += ["## Step time (batch 256, 28x28x1, one iteration = private student step + "
-              "generator step)", "",
-              f"Machine: {speed['machine']}, TensorFlow {speed['tensorflow']}; measured "
-              f"{speed['date']}; median of {speed['timed_steps']} alternating timed steps.", "",
-              "| variant | no XLA | XLA |", "|---|---|---|",
-              f"| DPDFD step | {ms['dpdfd']:.1f} ms | {ms['dpdfd_xla']:.1f} ms |",
-              f"| same step, DP part (normalization + noise) removed | {ms['no_dp']:.1f} ms | "
-              f"{ms['no_dp_xla']:.1f} ms |", "",
-              f"- DPDFD / non-private step: {speed['dp_overhead_ratio']:.3f} (no XLA), "
-              f"{speed['dp_overhead_ratio_xla']:.3f} (XLA); target <= 1.3.",
-              f"- XLA / no XLA for the DPDFD step: {speed['xla_over_plain_ratio']:.2f}.", "",
-              f"Command: `{speed['command']}`", ""]
+  for key, where in (("speed", ""), ("speed_gpu", " on a GPU")):
+    if results.get(key):
+      lines += speed_lines(results[key], where)
   with open("BENCHMARKS.md", "w") as f:
     f.write("\n".join(lines))
+
+
+def speed_lines(speed, where):
+  ms = speed["median_ms"]
+  return [f"## Step time{where} (batch 256, 28x28x1, one iteration = private student step + "
+          "generator step)", "",
+          f"Machine: {speed['machine']}{', ' + speed['device'] if 'device' in speed else ''}, "
+          f"TensorFlow {speed['tensorflow']}; measured "
+          f"{speed['date']}; median of {speed['timed_steps']} alternating timed steps.", "",
+          "| variant | no XLA | XLA |", "|---|---|---|",
+          f"| DPDFD step | {ms['dpdfd']:.1f} ms | {ms['dpdfd_xla']:.1f} ms |",
+          f"| same step, DP part (normalization + noise) removed | {ms['no_dp']:.1f} ms | "
+          f"{ms['no_dp_xla']:.1f} ms |", "",
+          f"- DPDFD / non-private step: {speed['dp_overhead_ratio']:.3f} (no XLA), "
+          f"{speed['dp_overhead_ratio_xla']:.3f} (XLA); target <= 1.3.",
+          f"- XLA / no XLA for the DPDFD step: {speed['xla_over_plain_ratio']:.2f}.", "",
+          f"Command: `{speed['command']}`", ""]
 
 
 def main(argv):
@@ -180,8 +196,9 @@ def main(argv):
   if os.path.exists(RESULTS):
     with open(RESULTS) as f:
       results = json.load(f)
-  sections = {"accuracy": accuracy_section, "speed": speed_section}
-  for name in ONLY.value or sections:
+  sections = {"accuracy": accuracy_section, "speed": speed_section,
+              "speed_gpu": gpu_speed_section}
+  for name in ONLY.value or ("accuracy", "speed"):
     if name not in sections:
       raise app.UsageError(f"unknown section {name!r}; expected one of {sorted(sections)}")
     measured = sections[name](RUNS_DIR.value)

@@ -38,6 +38,14 @@ class WithoutMechanism(distiller.DPDFD):
     return rows
 
 
+def device_name():
+  """The GPU the variants run on, or 'no GPU'."""
+  gpus = tf.config.list_physical_devices("GPU")
+  if not gpus:
+    return "no GPU"
+  return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+
+
 def build(model_class, jit_compile, batch_size):
   keras.utils.set_random_seed(0)
   teacher = architectures.build_classifier("small_cnn", (28, 28, 1), 10, name="teacher")
@@ -74,6 +82,7 @@ def main(argv):
       "xla_over_plain_ratio": median_ms["dpdfd_xla"] / median_ms["dpdfd"],
       "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
                  f"{'GPU' if tf.config.list_physical_devices('GPU') else 'no GPU'}",
+      "device": device_name(),
       "tensorflow": tf.__version__,
   }
   os.makedirs(os.path.dirname(OUTPUT.value), exist_ok=True)
