@@ -51,7 +51,11 @@ PRESET_FLAGS = (
     "generator_feature_diversity_weight", "generator_released_rows_weight", "input_mixup",
     "latent_dim",
     "generator_width", "student_learning_rate", "generator_learning_rate", "jit_compile",
-    "noise_seed", "steps_per_epoch", "log_every", "sample_every", "checkpoint_every")
+    "noise_seed", "steps_per_epoch", "log_every", "sample_every", "checkpoint_every",
+    "num_teachers", "ensemble_epochs", "ensemble_batch_size", "ensemble_learning_rate",
+    "dp_epsilon", "dp_delta", "dp_clip_norm", "teacher_privacy", "teacher_aggregation",
+    "student_mechanism", "student_optimizer", "generator_clip_norm",
+    "generator_teacher_guidance_weight")
 
 
 # Integer flags size tensors or count steps: TensorFlow takes them as 32-bit integers.
