@@ -107,6 +107,61 @@ def accuracy_section(runs):
   return rows
 
 
+ENSEMBLE_SIZE = 250
+DP_SGD_FLAGS = ["--teacher_width=16", "--epochs=4", "--teacher_batch_size=256"]
+
+
+def trained_teacher(runs, name, *flags_):
+  """Trains (unless finished) a teacher; returns (model path, teacher.json, command)."""
+  out = os.path.join(runs, name)
+  command = python_command("dpdfd_tf.train_teacher", PRESET, *flags_, f"--output_dir={out}")
+  if not os.path.exists(os.path.join(out, "teacher.json")):
+    run(command)
+  with open(os.path.join(out, "teacher.json")) as f:
+    return os.path.join(out, "model"), json.load(f), " ".join(command)
+
+
+def distilled_row(runs, title, name, teacher, *extra):
+  value, report, commands = distilled_accuracy(runs, name, teacher, *extra)
+  grid = f"benchmarks/results/samples_{name}.png"
+  shutil.copyfile(os.path.join(runs, name, "samples.png"), grid)
+  return {"name": title, "accuracy": value, "epsilon": report["epsilon"],
+          "noise_multiplier": report["noise_multiplier"], "unit": report["unit"],
+          "steps": report["private_steps"], "commands": commands, "grid": grid}
+
+
+def privacy_section(runs):
+  """Ensemble-unit DPDFD students at epsilon 1 and 10 next to DP-SGD on the real data."""
+  ensemble, record, command = trained_teacher(runs, f"ensemble{ENSEMBLE_SIZE}",
+                                              f"--num_teachers={ENSEMBLE_SIZE}")
+  rows = [{"name": f"teacher ensemble, M = {ENSEMBLE_SIZE} on disjoint shards of "
+                   f"{record['records_per_teacher']} records (averaged vote; one member: "
+                   f"{100 * record['member_test_accuracy']['mean']:.1f}% on average)",
+           "accuracy": record["test_accuracy"], "epsilon": "inf (not private)",
+           "commands": [command]}]
+  for epsilon in (1, 10):
+    _, record, command = trained_teacher(runs, f"dpsgd_eps{epsilon}", f"--dp_epsilon={epsilon}",
+                                         *DP_SGD_FLAGS)
+    rows.append({"name": f"DP-SGD classifier on the real data (tensorflow-privacy DPModel, "
+                         f"Poisson sampling, 4 epochs), epsilon {epsilon}",
+                 "accuracy": record["test_accuracy"], "epsilon": record["privacy"]["epsilon"],
+                 "noise_multiplier": record["privacy"]["noise_multiplier"], "unit": "dp_sgd",
+                 "steps": record["privacy"]["private_steps"], "commands": [command]})
+  for title, name, extra in [
+      ("DPDFD, ensemble, sigma = 0 (not private: the ceiling), 1,000 steps", "ensemble_sigma0",
+       ["--noise_multiplier=0"]),
+      ("DPDFD, ensemble unit, epsilon 10, 1,000 steps", "ensemble_eps10", ["--epsilon=10"]),
+      ("DPDFD, ensemble unit, epsilon 10, 400 steps", "ensemble_eps10_400",
+       ["--epsilon=10", "--steps=400"]),
+      ("DPDFD, ensemble unit, epsilon 10, private teacher-guided generator (L1), 1,000 steps",
+       "ensemble_eps10_guided", ["--epsilon=10", "--generator_mode=dp_teacher_guided",
+                                 "--distillation_loss=l1"]),
+      ("DPDFD, ensemble unit, epsilon 1, 1,000 steps", "ensemble_eps1", ["--epsilon=1"]),
+  ]:
+    rows.append(distilled_row(runs, title, name, ensemble, *extra))
+  return rows
+
+
 def speed_section(runs, output=None):
   """benchmarks.step_time; an ``output`` of its own keeps the CPU figures apart (speed_gpu)."""
   del runs
@@ -161,11 +216,36 @@ def write_markdown(results):
     for row in accuracy_result["rows"]:
       if row.get("grid") and os.path.exists(row["grid"]):
         lines += [f"**{row['name']}**", "", f"![samples]({row['grid']})", ""]
+  if results.get("privacy"):
+    lines += privacy_lines(results["privacy"])
   for key, where in (("speed", ""), ("speed_gpu", " on a GPU")):
     if results.get(key):
       lines += speed_lines(results[key], where)
   with open("BENCHMARKS.md", "w") as f:
     f.write("\n".join(lines))
+
+
+def privacy_lines(section):
+  lines = ["## Fashion-MNIST: ensemble-unit DPDFD against DP-SGD on the real data", "",
+           f"Machine: {section['machine']}; measured {section['date']}. delta = 1e-5. The "
+           "DPDFD rows use the default teacher-free generator unless stated.", "",
+           "| model | test accuracy | unit | epsilon | sigma | private steps |",
+           "|---|---|---|---|---|---|"]
+  for row in section["rows"]:
+    epsilon = row["epsilon"]
+    epsilon = accounting.format_epsilon(epsilon) if isinstance(epsilon, float) else epsilon
+    sigma = row.get("noise_multiplier")
+    lines.append(f"| {row['name']} | {100 * row['accuracy']:.1f}% | {row.get('unit', '')} | "
+                 f"{epsilon} | {'' if sigma is None else f'{sigma:.4g}'} | "
+                 f"{row.get('steps', '')} |")
+  lines += ["", "Commands:", "", "```"]
+  for row in section["rows"]:
+    lines += row["commands"]
+  lines += ["```", ""]
+  for row in section["rows"]:
+    if row.get("grid") and os.path.exists(row["grid"]):
+      lines += [f"**{row['name']}**", "", f"![samples]({row['grid']})", ""]
+  return lines
 
 
 def speed_lines(speed, where):
@@ -196,9 +276,9 @@ def main(argv):
   if os.path.exists(RESULTS):
     with open(RESULTS) as f:
       results = json.load(f)
-  sections = {"accuracy": accuracy_section, "speed": speed_section,
+  sections = {"accuracy": accuracy_section, "privacy": privacy_section, "speed": speed_section,
               "speed_gpu": gpu_speed_section}
-  for name in ONLY.value or ("accuracy", "speed"):
+  for name in ONLY.value or ("accuracy", "privacy", "speed"):
     if name not in sections:
       raise app.UsageError(f"unknown section {name!r}; expected one of {sorted(sections)}")
     measured = sections[name](RUNS_DIR.value)

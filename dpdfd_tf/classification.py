@@ -152,9 +152,9 @@ def train_dp_classifier(model, images, labels, *, noise_multiplier, clip_norm, b
   dp_model = dp_model_class(inputs=model.inputs, outputs=model.outputs,
                             l2_norm_clip=clip_norm, noise_multiplier=noise_multiplier,
                             name=model.name)
+  # No metrics: DPModel updates them without the sample weights, so padding rows would count.
   dp_model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                   weighted_metrics=["accuracy"])
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   del seed  # the weights were initialized by the caller
   tf.random.set_seed(secrets.randbits(31))  # tensorflow-privacy draws noise from tf.random
   capacity = poisson_batch_capacity(len(images), batch_size)
