@@ -104,6 +104,10 @@ GENERATOR_LEARNING_RATE = flags.DEFINE_float("generator_learning_rate", 1e-3,
 JIT_COMPILE = flags.DEFINE_enum(
     "jit_compile", "auto", ["auto", "true", "false"],
     "XLA-compile the train step. auto: on with a GPU, off on CPU (measured faster; BUILD.md).")
+MIXED_PRECISION = flags.DEFINE_bool(
+    "mixed_precision", False, "Student and generator compute in float16 (mixed_float16, with "
+    "loss scaling); the rows, their normalization and the noise stay in float32. For GPUs: on "
+    "CPU it is slower.")
 NOISE_SEED = flags.DEFINE_integer(
     "noise_seed", None, "Fixed seed for the privacy noise, for tests only: anyone who knows it "
     "can remove the noise. Default: OS entropy.")
@@ -116,7 +120,7 @@ FINISHED_MARKER = "privacy_report.json"
 CONFIG_FILE = "run_config.json"
 # Flags that change what a run computes: a resumed run must match them.
 RUN_FLAGS = ("teacher", "teacher_privacy", "teacher_aggregation", "student_mechanism",
-             "student_optimizer", "generator_clip_norm", "teacher_outputs", "teacher_input_range", "dataset", "epsilon", "delta",
+             "student_optimizer", "generator_clip_norm", "mixed_precision", "teacher_outputs", "teacher_input_range", "dataset", "epsilon", "delta",
              "noise_multiplier", "clip_norm", "batch_size", "steps", "distillation_loss",
              "temperature", "generator_mode", "student_steps_per_iteration",
              "generator_steps_per_iteration", "generator_warmup_steps", "input_mixup", "latent_dim",
@@ -302,6 +306,8 @@ def main(argv):
       TEACHER.value, info.image_shape, info.num_classes, TEACHER_OUTPUTS.value,
       teachers.InputRange.parse(TEACHER_INPUT_RANGE.value))
   teacher_training = teacher_training_release()
+  if MIXED_PRECISION.value:  # before any student or generator layer is built
+    keras.mixed_precision.set_global_policy("mixed_float16")
   # The model's own description of its releases plans the calibration: one source of truth.
   try:
     planning_model = build_model(info, teacher, 1.0, teacher_training)

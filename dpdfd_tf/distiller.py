@@ -270,6 +270,13 @@ class DPDFD(keras.Model):
       tf.random.set_seed(self.noise_seed if self.noise_seed is not None
                          else secrets.randbits(31))
     self.generator_optimizer = keras.optimizers.get(generator_optimizer)
+    if keras.mixed_precision.global_policy().compute_dtype == "float16":
+      _check(self.student_mechanism != "dp_optimizer",
+             "mixed precision is not supported with the dp_optimizer student mechanism")
+      # Loss scaling keeps float16 weight gradients from underflowing. A skipped update (non-
+      # finite scaled gradients) still counts as a private step: the rows were released.
+      self.student_optimizer, self.generator_optimizer = (
+          _loss_scaled(self.student_optimizer), _loss_scaled(self.generator_optimizer))
     # Build slots now so that warm-up and train_step share them under tf.function/XLA.
     for optimizer, network in ((self.student_optimizer, self.student),
                                (self.generator_optimizer, self.generator)):
@@ -349,10 +356,10 @@ class DPDFD(keras.Model):
   def _warmup_step(self):
     latents = self.sample_latents()
     with tf.GradientTape() as tape:
-      images = self.generator(latents, training=True)
+      images = tf.cast(self.generator(latents, training=True), tf.float32)
       loss = losses.coarse_image_diversity_loss(images)
     variables = self.generator.trainable_variables
-    self.generator_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    _minimize(self.generator_optimizer, tape, loss, variables)
     self.warmup_steps_done.assign_add(1)
     return loss
 
@@ -368,19 +375,21 @@ class DPDFD(keras.Model):
     """One DPDFD student step (docs/privacy.md, steps 1-6). Returns (latents, released rows)."""
     # 1. Synthetic inputs: independent of the private data.
     latents = self.sample_latents()
-    images = tf.stop_gradient(self.generator(latents, training=True))
+    images = tf.cast(tf.stop_gradient(self.generator(latents, training=True)), tf.float32)
     if self.input_mixup:
       weights = mechanism.uniform(self.latent_rng, [self.batch_size, 1, 1, 1])
       images = weights * images + (1.0 - weights) * tf.roll(images, shift=1, axis=0)
     # 2. Teacher (frozen, inference mode; [B, K] or [B, M, K]) and student logits.
-    teacher_logits = self.teacher(images, training=False)
+    teacher_logits = tf.cast(self.teacher(images, training=False), tf.float32)
     if self.num_teachers > 1 and self.teacher_aggregation == "sample":
       # One secret teacher answers this step (teacher_sampled unit).
       teacher_logits = tf.gather(teacher_logits, mechanism.sample_teacher(
           self.noise_rng, self.num_teachers), axis=1)
     variables = self.student.trainable_variables
     with tf.GradientTape() as tape:
-      student_logits = self.student(images, training=True)
+      low_precision_logits = self.student(images, training=True)  # float16 if mixed precision
+      # The DP arithmetic (rows, normalization, noise) stays in float32.
+      student_logits = tf.cast(low_precision_logits, tf.float32)
       if self.student_mechanism == "dp_optimizer":
         per_sample_loss = losses.per_sample_distillation_loss(
             self.distillation_loss, student_logits, teacher_logits, self.temperature)
@@ -397,9 +406,8 @@ class DPDFD(keras.Model):
       #      N(0, (sigma C)^2) per entry.
       released = self.release_rows(rows)
       # 6. Backpropagate the released rows into the student: post-processing.
-      gradients = tape.gradient(student_logits, variables,
-                                output_gradients=released / float(self.batch_size))
-      self.student_optimizer.apply_gradients(zip(gradients, variables))
+      _minimize(self.student_optimizer, tape, low_precision_logits, variables,
+                output_gradients=released / float(self.batch_size))
     self.private_steps.assign_add(1)
 
     self._trackers["student_batch_entropy"].update_state(losses.batch_entropy(student_logits))
@@ -426,15 +434,15 @@ class DPDFD(keras.Model):
     """One generator step on the latents (and released rows) of the last student step."""
     variables = self.generator.trainable_variables
     with tf.GradientTape() as tape:
-      images = self.generator(latents, training=True)
-      student_logits = self.student(images, training=False)
+      images = tf.cast(self.generator(latents, training=True), tf.float32)
+      student_logits = tf.cast(self.student(images, training=False), tf.float32)
       loss = self.generator_loss(images, student_logits, released)
       if self.generator_mode == "dp_teacher_guided":
         # d/dvars of sum(images * g~) is J^T g~: the released image gradients, backpropagated.
         guidance = self.released_image_gradients(images)
         loss += self.generator_loss_weights.teacher_guidance * tf.reduce_sum(
             images * guidance) / float(self.batch_size)
-    self.generator_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    _minimize(self.generator_optimizer, tape, loss, variables)
     self._trackers["generator_loss"].update_state(loss)
 
   def released_image_gradients(self, images):
@@ -447,8 +455,9 @@ class DPDFD(keras.Model):
     images = tf.stop_gradient(images)
     with tf.GradientTape() as tape:
       tape.watch(images)
-      teacher_logits = aggregate_logits(self.teacher(images, training=False))
-      student_logits = self.student(images, training=False)
+      teacher_logits = aggregate_logits(tf.cast(self.teacher(images, training=False),
+                                                tf.float32))
+      student_logits = tf.cast(self.student(images, training=False), tf.float32)
       # Sum of per-image losses: its gradient w.r.t. image i is image i's own gradient.
       negative_discrepancy = -tf.reduce_sum(losses.per_sample_distillation_loss(
           self.distillation_loss, student_logits, teacher_logits, self.temperature))
@@ -469,11 +478,34 @@ class DPDFD(keras.Model):
               + weights.released_rows * losses.released_rows_loss(released, student_logits,
                                                                   self.clip_norm))
     # NOT private (see not_private_reason).
-    teacher_logits = aggregate_logits(self.teacher(images, training=False))
+    teacher_logits = aggregate_logits(tf.cast(self.teacher(images, training=False), tf.float32))
     if self.generator_mode == "teacher":
       return (losses.confidence_loss(teacher_logits)
               + self.generator_loss_weights.balance * losses.balance_loss(teacher_logits))
     return losses.discrepancy_loss(student_logits, teacher_logits)
+
+
+def _loss_scaled(optimizer):
+  if isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
+    return optimizer
+  return keras.mixed_precision.LossScaleOptimizer(optimizer)
+
+
+def _minimize(optimizer, tape, target, variables, output_gradients=None):
+  """tape.gradient + apply_gradients, with loss scaling when ``optimizer`` does it.
+
+  ``target`` is a scalar loss, or logits with ``output_gradients`` (the released rows).
+  """
+  scaled = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
+  if output_gradients is None:
+    output_gradients = tf.ones_like(target, tf.float32)
+  if scaled:  # scaling the output gradients scales every weight gradient the same way
+    output_gradients = output_gradients * optimizer.loss_scale
+  gradients = tape.gradient(target, variables,
+                            output_gradients=tf.cast(output_gradients, target.dtype))
+  if scaled:
+    gradients = optimizer.get_unscaled_gradients(gradients)
+  optimizer.apply_gradients(zip(gradients, variables))
 
 
 def aggregate_logits(teacher_logits):

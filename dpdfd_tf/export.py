@@ -27,10 +27,10 @@ class StudentModule(tf.Module):
     self.logits = tf.function(self._logits, input_signature=[image_spec])
 
   def _logits(self, images):
-    return {"logits": self.student(images, training=False)}
+    return {"logits": _float32(self.student(images, training=False))}
 
   def _serve(self, images):
-    logits = self.student(images, training=False)
+    logits = _float32(self.student(images, training=False))
     return {"probabilities": tf.nn.softmax(logits),
             "classes": tf.argmax(logits, axis=-1, output_type=tf.int64)}
 
@@ -49,7 +49,7 @@ class GeneratorModule(tf.Module):
         tf.TensorSpec([None, self.latent_dim], tf.float32, name="latents")])
 
   def _from_latents(self, latents):
-    images = self.generator(latents, training=False)
+    images = _float32(self.generator(latents, training=False))
     labels = tf.argmax(self.student(images, training=False), axis=-1, output_type=tf.int64)
     return {"images": images, "labels": labels, "latents": latents}
 
@@ -89,3 +89,8 @@ def export_generator(generator, student, path):
   module = GeneratorModule(generator, student)
   return _atomic_save(module, path, {"serving_default": module.sample,
                                      "from_latents": module.from_latents})
+
+
+def _float32(tensor):
+  """Signatures return float32 whatever the compute dtype (mixed precision computes in float16)."""
+  return tf.cast(tensor, tf.float32)

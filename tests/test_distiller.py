@@ -337,3 +337,35 @@ def test_dp_teacher_makes_a_noise_free_run_private_at_the_teacher_epsilon():
   assert model.epsilon(1e-5) == pytest.approx(accounting.epsilon(teacher_training, 1e-5))
   report = model.privacy_report(1e-5)
   assert report["private"] and report["bound"].startswith("dp_teacher")
+
+
+@pytest.fixture
+def mixed_precision():
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  yield
+  keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_precision_keeps_the_dp_arithmetic_in_float32(mixed_precision):
+  del mixed_precision
+  low = make_model(0.0, clip_norm=0.5, max_private_steps=2)
+  assert low.student.layers[-1].compute_dtype == "float16"
+  assert isinstance(low.student_optimizer, keras.mixed_precision.LossScaleOptimizer)
+  _, released = low.private_student_step()
+  assert released.dtype == tf.float32
+  assert np.all(np.linalg.norm(released.numpy(), axis=1) <= 0.5 + 1e-6)
+  keras.mixed_precision.set_global_policy("float32")
+  full = make_model(0.0, clip_norm=0.5, max_private_steps=2)
+  full.private_student_step()
+  # Same seeds, same update up to float16 rounding of the forward pass.
+  np.testing.assert_allclose(low.student.get_weights()[0], full.student.get_weights()[0],
+                             rtol=0, atol=2e-3)
+  assert low.student.get_weights()[0].dtype == np.float32
+  noisy = make_model(3.0, clip_norm=0.5, generator_steps=1, max_private_steps=2)
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  noisy_low = make_model(3.0, clip_norm=0.5, generator_steps=1, max_private_steps=2)
+  noisy_low.fit(verbose=0)
+  noisy.fit(verbose=0)
+  assert int(noisy_low.private_steps.numpy()) == 2
+  assert noisy_low.epsilon(1e-5) == noisy.epsilon(1e-5)
+  assert np.all(np.isfinite(noisy_low.student.get_weights()[0]))

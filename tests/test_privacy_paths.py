@@ -104,8 +104,9 @@ def test_dp_optimizer_student_mechanism_is_accounted_with_sensitivity_2cb(teache
 
 
 def test_dp_teacher_guided_generator_is_composed_into_the_target(teacher, tmp_path):
+  # (with --mixed_precision too: the DP arithmetic and the accounting are the same)
   report = distill(teacher, tmp_path / "run", "--generator_mode=dp_teacher_guided",
-                   "--distillation_loss=l1", "--epsilon=20")
+                   "--distillation_loss=l1", "--epsilon=20", "--mixed_precision")
   assert report["private"] and report["epsilon"] <= 20
   names = [release["name"] for release in report["releases"]]
   assert names == ["student rows", "generator image gradients"]
