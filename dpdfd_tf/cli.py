@@ -55,7 +55,7 @@ PRESET_FLAGS = (
     "num_teachers", "ensemble_epochs", "ensemble_batch_size", "ensemble_learning_rate",
     "dp_epsilon", "dp_delta", "dp_clip_norm", "teacher_privacy", "teacher_aggregation",
     "student_mechanism", "student_optimizer", "generator_clip_norm",
-    "generator_teacher_guidance_weight", "mixed_precision")
+    "generator_teacher_guidance_weight", "mixed_precision", "strategy")
 
 
 # Integer flags size tensors or count steps: TensorFlow takes them as 32-bit integers.

@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 
 from absl import flags
 import numpy as np
@@ -104,6 +105,11 @@ GENERATOR_LEARNING_RATE = flags.DEFINE_float("generator_learning_rate", 1e-3,
 JIT_COMPILE = flags.DEFINE_enum(
     "jit_compile", "auto", ["auto", "true", "false"],
     "XLA-compile the train step. auto: on with a GPU, off on CPU (measured faster; BUILD.md).")
+STRATEGY = flags.DEFINE_enum(
+    "strategy", "default", ["default", "mirrored", "multi_worker"],
+    "tf.distribute strategy. mirrored: all local GPUs (or CPUs) of this machine; multi_worker: "
+    "MultiWorkerMirroredStrategy over the machines in TF_CONFIG (BUILD.md). --batch_size is the "
+    "global batch; every row gets exactly one noise draw of std sigma*C whatever the devices.")
 MIXED_PRECISION = flags.DEFINE_bool(
     "mixed_precision", False, "Student and generator compute in float16 (mixed_float16, with "
     "loss scaling); the rows, their normalization and the noise stay in float32. For GPUs: on "
@@ -119,7 +125,7 @@ CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 200, "Checkpoint eve
 FINISHED_MARKER = "privacy_report.json"
 CONFIG_FILE = "run_config.json"
 # Flags that change what a run computes: a resumed run must match them.
-RUN_FLAGS = ("teacher", "teacher_privacy", "teacher_aggregation", "student_mechanism",
+RUN_FLAGS = ("strategy", "teacher", "teacher_privacy", "teacher_aggregation", "student_mechanism",
              "student_optimizer", "generator_clip_norm", "mixed_precision", "teacher_outputs", "teacher_input_range", "dataset", "epsilon", "delta",
              "noise_multiplier", "clip_norm", "batch_size", "steps", "distillation_loss",
              "temperature", "generator_mode", "student_steps_per_iteration",
@@ -217,6 +223,24 @@ def use_jit_compile():
   return JIT_COMPILE.value == "true"
 
 
+def distribution_strategy():
+  if STRATEGY.value == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if STRATEGY.value == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+  """Only the chief worker writes to --output_dir (multi_worker); the others write to scratch."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or STRATEGY.value != "multi_worker":
+    return True
+  task_type, task_id = resolver.task_type, resolver.task_id
+  return task_type in (None, "chief") or (
+      task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().jobs)
+
+
 def student_optimizer(noise_multiplier):
   rate = STUDENT_LEARNING_RATE.value
   if STUDENT_MECHANISM.value == "dp_optimizer":
@@ -277,7 +301,7 @@ def _interrupt_on_sigterm():
   signal.signal(signal.SIGTERM, handler)
 
 
-def write_report(model, status):
+def write_report(model, status, output_dir):
   """Writes privacy_report.json from the model's private step counter (never from the plan)."""
   report = model.privacy_report(
       DELTA.value, status=status, generator_mode=GENERATOR_MODE.value, target_epsilon=EPSILON.value,
@@ -285,7 +309,7 @@ def write_report(model, status):
       else "OS entropy", teacher=TEACHER.value,
       released=["student/", "generator/", "samples.png", "metrics.jsonl", "privacy_report.json"],
       keep_private=["checkpoints/ (noise generator state)", "the teacher"])
-  cli.write_json(os.path.join(cli.OUTPUT_DIR.value, FINISHED_MARKER), report)
+  cli.write_json(os.path.join(output_dir, FINISHED_MARKER), report)
   return report
 
 
@@ -293,7 +317,16 @@ def main(argv):
   del argv
   cli.configure_logging()
   validate_flags()
+  strategy = distribution_strategy()  # before other TensorFlow work (multi_worker needs it)
+  with strategy.scope():
+    run_distillation(strategy)
+
+
+def run_distillation(strategy):
   output_dir = cli.OUTPUT_DIR.value
+  cli.require(BATCH_SIZE.value % strategy.num_replicas_in_sync == 0,
+              f"--batch_size={BATCH_SIZE.value} must be a multiple of the "
+              f"{strategy.num_replicas_in_sync} replicas")
   info = data.dataset_info(cli.DATASET.value)
   resume = cli.check_output_dir(output_dir, FINISHED_MARKER, cli.OVERWRITE.value, resumable=True)
   config = cli.flag_values(RUN_FLAGS)
@@ -316,7 +349,8 @@ def main(argv):
   require_finite_target(planning_model, teacher_training)
   noise_multiplier = planned_noise_multiplier(planning_model.release(STEPS.value),
                                               teacher_training)
-  if not resume:
+  chief = is_chief(strategy)
+  if not resume and chief:
     cli.clear_output_dir(output_dir)
     cli.write_json(os.path.join(output_dir, CONFIG_FILE), config)
 
@@ -335,12 +369,15 @@ def main(argv):
                DELTA.value)
 
   checkpoint = model.checkpoint()
+  latest = tf.train.latest_checkpoint(os.path.join(output_dir, "checkpoints"))
+  if not chief:  # every worker resumes from the chief's checkpoints, writes apart
+    output_dir = tempfile.mkdtemp(prefix="dpdfd_worker_")
   manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"),
                                        max_to_keep=2)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    cli.log().info("resumed from %s at private step %d", manager.latest_checkpoint,
-                 int(model.private_steps.numpy()))
+  if latest:
+    checkpoint.restore(latest).assert_existing_objects_matched()
+    cli.log().info("resumed from %s at private step %d", latest,
+                   int(model.private_steps.numpy()))
 
   grid_latents = tf.random.stateless_normal([40, LATENT_DIM.value], seed=(cli.SEED.value, 1))
   run_callbacks = [
@@ -370,12 +407,12 @@ def main(argv):
       sys.exit(130)
     except NonFiniteLossError as error:
       # Every step that ran is spent: the report says so even though no model is exported.
-      write_report(model, status=f"stopped: {error}")
+      write_report(model, f"stopped: {error}", output_dir)
       raise
 
   export.export_student(model.student, os.path.join(output_dir, "student"))
   export.export_generator(model.generator, model.student, os.path.join(output_dir, "generator"))
-  report = write_report(model, status="finished")
+  report = write_report(model, "finished", output_dir)
   print("privacy report:", accounting.describe(report))
   print(f"student: {os.path.join(output_dir, 'student')}  generator: "
         f"{os.path.join(output_dir, 'generator')}  samples: "

@@ -177,15 +177,12 @@ class DPDFD(keras.Model):
     self.noise_seed_is_fixed = noise_seed is not None
     # Latents and noise come from separate streams: the latent seed may be published, the noise
     # stream must stay secret (checkpoints hold its state; treat them like the teacher).
-    self.latent_rng = (tf.random.Generator.from_seed(seed) if seed is not None
-                       else tf.random.Generator.from_non_deterministic_state())
-    self.noise_rng = (tf.random.Generator.from_seed(noise_seed) if noise_seed is not None
-                      else tf.random.Generator.from_non_deterministic_state())
-    self.private_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="private_steps")
-    self.warmup_steps_done = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                         name="warmup_steps_done")
+    self.latent_rng = mechanism.CounterRandom(seed, name="latent_rng")
+    self.noise_rng = mechanism.CounterRandom(noise_seed, name="noise_rng")
+    self.private_steps = mechanism.synced_counter("private_steps")
+    self.warmup_steps_done = mechanism.synced_counter("warmup_steps_done")
     # Generator releases of the dp_teacher_guided mode (each one a Gaussian release).
-    self.guided_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="guided_steps")
+    self.guided_steps = mechanism.synced_counter("guided_steps")
     self._trackers = {name: keras.metrics.Mean(name=name) for name in self._metric_names()}
 
   # ---- privacy status -------------------------------------------------------------------------
@@ -262,6 +259,11 @@ class DPDFD(keras.Model):
     if kwargs.get("steps_per_execution", 1) != 1 and self.max_private_steps is not None:
       raise ValueError("steps_per_execution must be 1 when a privacy budget is enforced")
     super().compile(**kwargs)
+    replicas = self.distribute_strategy.num_replicas_in_sync
+    _check(self.batch_size % replicas == 0,
+           f"batch size {self.batch_size} must be a multiple of the {replicas} replicas")
+    _check(replicas == 1 or self.student_mechanism != "dp_optimizer",
+           "the dp_optimizer student mechanism runs on one device only")
     self.student_optimizer = keras.optimizers.get(student_optimizer)
     if self.student_mechanism == "dp_optimizer":
       _check_dp_optimizer(self.student_optimizer, self.clip_norm, self.noise_multiplier)
@@ -319,7 +321,9 @@ class DPDFD(keras.Model):
     callback is always added: no step runs past ``max_private_steps``.
     """
     if x is None:
-      x = tf.data.Dataset.from_tensors(0.0).repeat()
+      # One dummy element per replica: every input is generated inside train_step.
+      x = tf.data.Dataset.from_tensors(
+          tf.zeros([self.distribute_strategy.num_replicas_in_sync])).repeat()
     remaining = self.remaining_iterations()
     if remaining == 0:
       raise BudgetExhaustedError(
@@ -351,13 +355,15 @@ class DPDFD(keras.Model):
     if not hasattr(self, "_warmup_function"):
       self._warmup_function = tf.function(self._warmup_step, jit_compile=self._jit_compile)
     for _ in range(remaining):
-      self._warmup_function()
+      self.distribute_strategy.run(self._warmup_function)
 
   def _warmup_step(self):
-    latents = self.sample_latents()
+    part = self.batch_slice()
+    latents = part.take(self.sample_latents())
     with tf.GradientTape() as tape:
       images = tf.cast(self.generator(latents, training=True), tf.float32)
-      loss = losses.coarse_image_diversity_loss(images)
+      # Replicas' gradients are summed: each contributes 1/R of its slice's loss.
+      loss = losses.coarse_image_diversity_loss(images) / part.count
     variables = self.generator.trainable_variables
     _minimize(self.generator_optimizer, tape, loss, variables)
     self.warmup_steps_done.assign_add(1)
@@ -373,11 +379,13 @@ class DPDFD(keras.Model):
 
   def private_student_step(self):
     """One DPDFD student step (docs/privacy.md, steps 1-6). Returns (latents, released rows)."""
-    # 1. Synthetic inputs: independent of the private data.
-    latents = self.sample_latents()
+    # 1. Synthetic inputs: independent of the private data. Under tf.distribute every replica
+    #    draws the global batch's latents and keeps its own rows.
+    part = self.batch_slice()
+    latents = part.take(self.sample_latents())
     images = tf.cast(tf.stop_gradient(self.generator(latents, training=True)), tf.float32)
     if self.input_mixup:
-      weights = mechanism.uniform(self.latent_rng, [self.batch_size, 1, 1, 1])
+      weights = part.take(mechanism.uniform(self.latent_rng, [self.batch_size, 1, 1, 1]))
       images = weights * images + (1.0 - weights) * tf.roll(images, shift=1, axis=0)
     # 2. Teacher (frozen, inference mode; [B, K] or [B, M, K]) and student logits.
     teacher_logits = tf.cast(self.teacher(images, training=False), tf.float32)
@@ -405,7 +413,8 @@ class DPDFD(keras.Model):
       # 4-5. Normalize each row to norm <= C (an ensemble's: then average over the M) and add
       #      N(0, (sigma C)^2) per entry.
       released = self.release_rows(rows)
-      # 6. Backpropagate the released rows into the student: post-processing.
+      # 6. Backpropagate the released rows into the student: post-processing. Divided by the
+      #    global B: replicas' gradients are summed.
       _minimize(self.student_optimizer, tape, low_precision_logits, variables,
                 output_gradients=released / float(self.batch_size))
     self.private_steps.assign_add(1)
@@ -427,8 +436,16 @@ class DPDFD(keras.Model):
     benchmarks can time the step without it)."""
     if rows.shape.rank == 3:
       return mechanism.privatize_ensemble_rows(rows, self.clip_norm, self.noise_multiplier,
-                                               self.noise_rng)
-    return mechanism.privatize_rows(rows, self.clip_norm, self.noise_multiplier, self.noise_rng)
+                                               self.noise_rng, self.batch_slice())
+    return mechanism.privatize_rows(rows, self.clip_norm, self.noise_multiplier, self.noise_rng,
+                                    self.batch_slice())
+
+  def batch_slice(self) -> mechanism.BatchSlice:
+    """The rows of the global batch this replica computes (all of them on one device)."""
+    context = tf.distribute.get_replica_context()
+    count = context.num_replicas_in_sync if context is not None else 1
+    index = context.replica_id_in_sync_group if count > 1 else 0
+    return mechanism.BatchSlice(self.batch_size, index, count)
 
   def generator_step(self, latents, released):
     """One generator step on the latents (and released rows) of the last student step."""
@@ -436,7 +453,8 @@ class DPDFD(keras.Model):
     with tf.GradientTape() as tape:
       images = tf.cast(self.generator(latents, training=True), tf.float32)
       student_logits = tf.cast(self.student(images, training=False), tf.float32)
-      loss = self.generator_loss(images, student_logits, released)
+      # Replicas' gradients are summed: each contributes 1/R of its slice's loss.
+      loss = self.generator_loss(images, student_logits, released) / self.batch_slice().count
       if self.generator_mode == "dp_teacher_guided":
         # d/dvars of sum(images * g~) is J^T g~: the released image gradients, backpropagated.
         guidance = self.released_image_gradients(images)
@@ -461,9 +479,9 @@ class DPDFD(keras.Model):
       # Sum of per-image losses: its gradient w.r.t. image i is image i's own gradient.
       negative_discrepancy = -tf.reduce_sum(losses.per_sample_distillation_loss(
           self.distillation_loss, student_logits, teacher_logits, self.temperature))
-    rows = tf.reshape(tape.gradient(negative_discrepancy, images), [self.batch_size, -1])
+    rows = tf.reshape(tape.gradient(negative_discrepancy, images), [tf.shape(images)[0], -1])
     released = mechanism.privatize_rows(rows, self.generator_clip_norm, self.noise_multiplier,
-                                        self.noise_rng)
+                                        self.noise_rng, self.batch_slice())
     self.guided_steps.assign_add(1)
     return tf.reshape(released, tf.shape(images))
 

@@ -11,7 +11,10 @@ Everything computed from the released rows (the student update, generator losses
 them) is post-processing and costs no privacy.
 """
 
+import dataclasses
 import math
+import secrets
+from typing import Optional
 
 import tensorflow as tf
 
@@ -29,6 +32,64 @@ def normalize_rows(rows, clip_norm, gamma=NORMALIZATION_EPSILON):
   rows = tf.convert_to_tensor(rows)
   norms = tf.sqrt(tf.reduce_sum(tf.square(rows), axis=-1, keepdims=True))
   return rows * (tf.cast(clip_norm, rows.dtype) / (norms + tf.cast(gamma, rows.dtype)))
+
+
+# Counters are identical on every replica; a write from replica context keeps the first one's.
+_SYNCED = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_WRITE,
+               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+
+def synced_counter(name):
+  """An int64 step counter that stays identical across tf.distribute replicas."""
+  return tf.Variable(0, dtype=tf.int64, name=name, **_SYNCED)
+
+
+class CounterRandom(tf.Module):
+  """A counter-based random stream: draw n is Philox keyed by (seed, n).
+
+  Used instead of ``tf.random.Generator`` because its state is two synced variables: under a
+  tf.distribute strategy every replica draws the same numbers (the whole global batch) and takes
+  its own slice (``BatchSlice``), so R devices draw exactly what one device draws, and the
+  stream is checkpointed with the run. ``seed`` None takes 63 bits of OS entropy.
+  """
+
+  def __init__(self, seed: Optional[int] = None, name=None):
+    super().__init__(name=name)
+    seed = secrets.randbits(63) if seed is None else int(seed)
+    self.seed = tf.Variable(seed, dtype=tf.int64, name="seed", **_SYNCED)
+    self.draws = tf.Variable(0, dtype=tf.int64, name="draws", **_SYNCED)
+
+  def uniform_full_int(self, shape, dtype=tf.uint32):
+    """Uniform integers over the whole range of ``dtype`` (the tf.random.Generator method)."""
+    key = tf.stack([self.seed, self.draws])
+    self.draws.assign_add(1)
+    return tf.random.stateless_uniform(shape, key, minval=None, maxval=None, dtype=dtype,
+                                       alg="philox")
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSlice:
+  """This replica's rows [index * B/R, (index + 1) * B/R) of a global batch of B rows.
+
+  Random draws are made for the whole global batch and sliced, so every row gets exactly one
+  noise draw of std sigma*C whatever the number of replicas R.
+  """
+  global_batch: int
+  index: object = 0  # int or a scalar tensor (replica id)
+  count: int = 1
+
+  @property
+  def rows(self):
+    return self.global_batch // self.count
+
+  def global_shape(self, shape):
+    return tf.concat([[self.global_batch], tf.cast(shape, tf.int32)[1:]], axis=0)
+
+  def take(self, tensor):
+    if self.count == 1:
+      return tensor
+    start = tf.cast(self.index, tf.int32) * self.rows
+    return tensor[start:start + self.rows]
 
 
 def standard_normal(rng, shape, dtype=tf.float32):
@@ -67,24 +128,33 @@ def gaussian_noise(shape, noise_multiplier, clip_norm, rng, dtype=tf.float32):
   return standard_normal(rng, shape, dtype) * std
 
 
-def privatize_rows(rows, clip_norm, noise_multiplier, rng):
+def _noise_for(rows, noise_multiplier, clip_norm, rng, batch_slice):
+  if batch_slice is None:
+    return gaussian_noise(tf.shape(rows), noise_multiplier, clip_norm, rng)
+  return batch_slice.take(gaussian_noise(batch_slice.global_shape(tf.shape(rows)),
+                                         noise_multiplier, clip_norm, rng))
+
+
+def privatize_rows(rows, clip_norm, noise_multiplier, rng, batch_slice=None):
   """Normalizes each row to norm <= C and adds N(0, (sigma*C)^2) noise per entry.
 
   Args:
     rows: [B, K] per-sample gradients of the distillation loss w.r.t. the student logits.
     clip_norm: C > 0.
     noise_multiplier: sigma >= 0. sigma = 0 releases the rows unprotected (not private).
-    rng: tf.random.Generator for the noise.
+    rng: tf.random.Generator or CounterRandom for the noise.
+    batch_slice: under tf.distribute, which rows of the global batch ``rows`` are: the noise is
+      drawn for the global batch and sliced.
 
   Returns:
     The released rows, [B, K] float32.
   """
   rows = tf.cast(rows, tf.float32)  # DP arithmetic stays in float32 (mixed precision too).
   normalized = normalize_rows(rows, clip_norm)
-  return normalized + gaussian_noise(tf.shape(normalized), noise_multiplier, clip_norm, rng)
+  return normalized + _noise_for(normalized, noise_multiplier, clip_norm, rng, batch_slice)
 
 
-def privatize_ensemble_rows(rows, clip_norm, noise_multiplier, rng):
+def privatize_ensemble_rows(rows, clip_norm, noise_multiplier, rng, batch_slice=None):
   """Normalizes each teacher's rows to norm <= C, averages over the M teachers, adds noise.
 
   Args:
@@ -92,7 +162,8 @@ def privatize_ensemble_rows(rows, clip_norm, noise_multiplier, rng):
       one row per sample and teacher.
     clip_norm: C > 0.
     noise_multiplier: sigma >= 0; noise std per entry is sigma * C, as for one teacher.
-    rng: tf.random.Generator for the noise.
+    rng: tf.random.Generator or CounterRandom for the noise.
+    batch_slice: as for ``privatize_rows``.
 
   Privacy meaning: teachers trained on disjoint shards means one record changes one teacher,
   which moves each averaged row by at most 2C/M (the teacher_ensemble unit).
@@ -102,7 +173,7 @@ def privatize_ensemble_rows(rows, clip_norm, noise_multiplier, rng):
   """
   rows = tf.cast(rows, tf.float32)
   averaged = tf.reduce_mean(normalize_rows(rows, clip_norm), axis=1)
-  return averaged + gaussian_noise(tf.shape(averaged), noise_multiplier, clip_norm, rng)
+  return averaged + _noise_for(averaged, noise_multiplier, clip_norm, rng, batch_slice)
 
 
 def sample_teacher(rng, num_teachers):

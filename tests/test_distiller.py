@@ -77,10 +77,10 @@ def test_one_student_step_matches_hand_derived_update(noise_multiplier, loss, mi
   w_t, b_t = model.teacher.get_weights()
   w_s, b_s = model.student.get_weights()
   # The model draws its latents and noise from generators seeded 11 and 22: replay them.
-  latent_rng = tf.random.Generator.from_seed(11)
+  latent_rng = mechanism.CounterRandom(11)
   latents = mechanism.standard_normal(latent_rng, [batch, LATENT_DIM]).numpy()
   mix = mechanism.uniform(latent_rng, [batch, 1]).numpy()
-  noise = mechanism.standard_normal(tf.random.Generator.from_seed(22),
+  noise = mechanism.standard_normal(mechanism.CounterRandom(22),
                                     [batch, NUM_CLASSES]).numpy()
 
   model.fit(steps_per_epoch=1, epochs=1, verbose=0)
@@ -236,7 +236,7 @@ def test_ensemble_step_releases_the_mean_of_normalized_member_rows():
                           noise_multiplier=0.0, seed=11, noise_seed=22, input_mixup=False,
                           generator_steps_per_iteration=0)
   model.compile(student_optimizer="sgd", generator_optimizer="sgd")
-  latents = mechanism.standard_normal(tf.random.Generator.from_seed(11),
+  latents = mechanism.standard_normal(mechanism.CounterRandom(11),
                                       [batch, LATENT_DIM]).numpy()
   x = (latents @ generator.get_weights()[0]).reshape(batch, -1)
   kernel, bias = teacher.get_weights()  # [M, 16, K], [M, K]
@@ -257,9 +257,9 @@ def test_sampled_aggregation_uses_one_teacher_per_step_and_its_unit():
   model = distiller.DPDFD(teacher, student, generator, batch_size=4, noise_multiplier=0.0,
                           teacher_aggregation="sample", seed=1, noise_seed=2, input_mixup=False)
   model.compile(student_optimizer="sgd", generator_optimizer="sgd")
-  latents = mechanism.standard_normal(tf.random.Generator.from_seed(1), [4, LATENT_DIM])
+  latents = mechanism.standard_normal(mechanism.CounterRandom(1), [4, LATENT_DIM])
   images = generator(latents)
-  chosen = int(mechanism.sample_teacher(tf.random.Generator.from_seed(2), 5))
+  chosen = int(mechanism.sample_teacher(mechanism.CounterRandom(2), 5))
   rows = losses.distillation_rows("kl", student(images), teacher(images)[:, chosen])
   _, released = model.private_student_step()
   np.testing.assert_allclose(released.numpy(), mechanism.normalize_rows(rows, 1.0).numpy(),

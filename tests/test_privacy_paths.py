@@ -74,7 +74,8 @@ def test_ensemble_teacher_is_trained_on_shards_and_distilled_in_its_unit(tmp_pat
   with open(tmp_path / "ensemble" / "teacher.json") as f:
     record = json.load(f)
   assert record["num_teachers"] == 6 and record["records_per_teacher"] == 1437 // 6
-  report = distill(tmp_path / "ensemble" / "model", tmp_path / "mean", "--epsilon=50")
+  report = distill(tmp_path / "ensemble" / "model", tmp_path / "mean", "--epsilon=50",
+                   "--strategy=mirrored")  # the tf.distribute path, with one local device
   assert report["unit"] == "teacher_ensemble" and report["num_teachers"] == 6
   assert report["epsilon"] <= 50
   # z = sigma * M / (2 sqrt(B)): six teachers need six times less noise than one.
