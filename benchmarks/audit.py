@@ -59,7 +59,7 @@ REFERENCE_CONFIG = {"architecture": "small_cnn", "width": 16, "epochs": 3, "batc
                     "seed": 0, "sample_seed": SAMPLE_SEED, "held_out_test_records": SAMPLE_SIZE}
 
 ROC_PLOT = "benchmarks/results/mia_roc.png"
-QUICK_ROC_PLOT = "benchmarks/results/mia_roc_quick.png"
+QUICK_ROC_PLOT = "benchmarks/results/quick/mia_roc.png"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +147,8 @@ def dp_tpr_limit(epsilon, delta, fpr=FPR_TARGET):
   """
   if epsilon is None or math.isinf(epsilon):
     return None
+  if epsilon >= math.log(1.0 / fpr):  # the bound is vacuous (and e^eps may overflow)
+    return 1.0
   return float(min(1.0, math.exp(epsilon) * fpr + delta))
 
 
@@ -248,7 +250,12 @@ def _listdir(path):
 # Samples and the reference model.
 
 
-def audit_samples(sample_size):
+# Quick-mode teachers train on the first QUICK_TRAIN_RECORDS training records only
+# (benchmarks/run.py, QUICK_MODE.train_records): the audited members must come from those.
+QUICK_TRAIN_RECORDS = 10000
+
+
+def audit_samples(sample_size, member_pool=None):
   """(member images, labels, non-member images, labels, reference images, labels).
 
   Nested samples: one seeded permutation per split, the first ``sample_size`` records audited,
@@ -256,7 +263,8 @@ def audit_samples(sample_size):
   """
   train_images, train_labels = data.load(DATASET, "train")
   test_images, test_labels = data.load(DATASET, "test")
-  member_order = np.random.default_rng(SAMPLE_SEED).permutation(len(train_images))
+  member_order = np.random.default_rng(SAMPLE_SEED).permutation(
+      member_pool or len(train_images))
   test_order = np.random.default_rng(SAMPLE_SEED + 1).permutation(len(test_images))
   members = member_order[:sample_size]
   non_members = test_order[:sample_size]
@@ -318,7 +326,7 @@ def audit_section(runs: str, quick: bool = False) -> dict:
   start = time.time()
   sample_size = QUICK_SAMPLE_SIZE if quick else SAMPLE_SIZE
   (member_images, member_labels, non_member_images, non_member_labels, reference_images,
-   reference_labels) = audit_samples(sample_size)
+   reference_labels) = audit_samples(sample_size, QUICK_TRAIN_RECORDS if quick else None)
   reference, reference_record, reused = reference_model(runs, reference_images, reference_labels)
   reference_member_loss, reference_member_classes = cross_entropy(
       model_outputs(reference, member_images), member_labels)
@@ -364,7 +372,8 @@ def audit_section(runs: str, quick: bool = False) -> dict:
           "non_members": sample_size, "sample_seed": SAMPLE_SEED, "fpr_target": FPR_TARGET,
           "bootstrap_resamples": BOOTSTRAP_RESAMPLES, "confidence": CONFIDENCE,
           "reference": reference_summary, "audited": [row["name"] for row in rows],
-          "rows": rows, "roc_plot": plot if curves else None, "command": COMMAND,
+          "rows": rows, "roc_plot": plot if curves else None, "command": (COMMAND.replace(" --only", " --quick --only") if quick
+                                     else COMMAND),
           "seconds": round(time.time() - start, 1)}
 
 

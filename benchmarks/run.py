@@ -253,9 +253,6 @@ PRIVACY_CONFIGURATIONS = [
     ("DPDFD, ensemble unit, epsilon 10, 1,000 steps", "ensemble_eps10", ["--epsilon=10"]),
     ("DPDFD, ensemble unit, epsilon 10, 400 steps", "ensemble_eps10_400",
      ["--epsilon=10", "--steps=400"]),
-    ("DPDFD, ensemble unit, epsilon 10, private teacher-guided generator (L1), 1,000 steps",
-     "ensemble_eps10_guided", ["--epsilon=10", "--generator_mode=dp_teacher_guided",
-                               "--distillation_loss=l1"]),
     ("DPDFD, ensemble unit, epsilon 1, 1,000 steps", "ensemble_eps1", ["--epsilon=1"]),
 ]
 
