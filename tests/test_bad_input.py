@@ -10,6 +10,7 @@ import shutil
 
 from absl import flags
 from hypothesis import given
+from hypothesis import HealthCheck
 from hypothesis import settings
 from hypothesis import strategies as st
 import numpy as np
@@ -296,29 +297,19 @@ def check_random_flags(command, spoiled, teacher, generator, output_dir):
   assert_rejected(command, [f"--{name}={value}" for name, value in values.items()], output_dir)
 
 
+# Which fixture holds the model each command reads (None: it reads no model).
+MODEL_FIXTURES = {"distill": ("digits_teacher_path", None), "train_teacher": (None, None),
+                  "evaluate": ("digits_teacher_path", None),
+                  "generate": (None, "exported_generator")}
+
+
 # A handful of processes per command; derandomized so that every CI run tries the same ones.
-RANDOM_FLAGS = settings(max_examples=4, deadline=None, derandomize=True, database=None)
-
-
-@RANDOM_FLAGS
-@given(spoiled=spoiled_flags("distill"))
-def test_distill_random_bad_flags(spoiled, digits_teacher_path, finished_runs):
-  check_random_flags("distill", spoiled, digits_teacher_path, None, finished_runs)
-
-
-@RANDOM_FLAGS
-@given(spoiled=spoiled_flags("train_teacher"))
-def test_train_teacher_random_bad_flags(spoiled, finished_runs):
-  check_random_flags("train_teacher", spoiled, None, None, finished_runs)
-
-
-@RANDOM_FLAGS
-@given(spoiled=spoiled_flags("evaluate"))
-def test_evaluate_random_bad_flags(spoiled, digits_teacher_path, finished_runs):
-  check_random_flags("evaluate", spoiled, digits_teacher_path, None, finished_runs)
-
-
-@RANDOM_FLAGS
-@given(spoiled=spoiled_flags("generate"))
-def test_generate_random_bad_flags(spoiled, exported_generator, finished_runs):
-  check_random_flags("generate", spoiled, None, exported_generator, finished_runs)
+@pytest.mark.parametrize("command", sorted(MODEL_FIXTURES))
+@settings(max_examples=4, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(choice=st.data())
+def test_random_bad_flags(command, choice, request, finished_runs):
+  spoiled = choice.draw(spoiled_flags(command))
+  model, generator = (request.getfixturevalue(name) if name else None
+                      for name in MODEL_FIXTURES[command])
+  check_random_flags(command, spoiled, model, generator, finished_runs)
