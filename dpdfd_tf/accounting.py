@@ -272,6 +272,18 @@ def release_summary(release: Release) -> dict:
   return summary
 
 
+def release_from_summary(summary: dict, name=None) -> Release:
+  """The Release a ``release_summary`` (or a privacy report) describes; ValueError, KeyError or
+  TypeError when it is incomplete."""
+  return Release(
+      float(summary["noise_multiplier"]), int(summary["batch_size"]),
+      int(summary["private_steps"]), unit=summary["unit"],
+      num_teachers=int(summary.get("num_teachers", 1)),
+      dataset_size=(int(summary["dataset_size"]) if summary.get("dataset_size") is not None
+                    else None),
+      clip_norm=float(summary["clip_norm"]), name=name or summary.get("name", "student rows"))
+
+
 def privacy_report(releases, delta: float, not_private_reason=None,
                    teacher_training: Optional[Release] = None, **details) -> dict:
   """The privacy report: what was released, how it is accounted, and the (epsilon, delta) spent.

@@ -188,13 +188,13 @@ def teacher_training_release():
       raise DpdfdError(f"--teacher_privacy: {path} does not describe a DP-trained teacher")
     return None
   try:
-    return accounting.Release(
-        float(privacy["noise_multiplier"]), int(privacy["batch_size"]),
-        int(privacy["private_steps"]), unit="dp_sgd", dataset_size=int(privacy["dataset_size"]),
-        clip_norm=float(privacy["clip_norm"]), name="teacher weights (DP-SGD)")
+    release = accounting.release_from_summary(privacy, name="teacher weights (DP-SGD)")
   except (KeyError, TypeError, ValueError) as error:
     raise DpdfdError(f"--teacher_privacy: {path} has an unreadable privacy record "
                      f"({error})") from None
+  if release.unit != "dp_sgd":
+    raise DpdfdError(f"--teacher_privacy: {path} does not describe DP-SGD training")
+  return release
 
 
 def planned_noise_multiplier(model_releases, teacher_training):

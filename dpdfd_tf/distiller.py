@@ -388,7 +388,7 @@ class DPDFD(keras.Model):
       weights = part.take(mechanism.uniform(self.latent_rng, [self.batch_size, 1, 1, 1]))
       images = weights * images + (1.0 - weights) * tf.roll(images, shift=1, axis=0)
     # 2. Teacher (frozen, inference mode; [B, K] or [B, M, K]) and student logits.
-    teacher_logits = tf.cast(self.teacher(images, training=False), tf.float32)
+    teacher_logits = self.teacher_logits(images)
     if self.num_teachers > 1 and self.teacher_aggregation == "sample":
       # One secret teacher answers this step (teacher_sampled unit).
       teacher_logits = tf.gather(teacher_logits, mechanism.sample_teacher(
@@ -430,6 +430,10 @@ class DPDFD(keras.Model):
       self._trackers["teacher_agreement"].update_state(tf.reduce_mean(tf.cast(
           tf.equal(tf.argmax(student_logits, -1), tf.argmax(teacher_logits, -1)), tf.float32)))
     return latents, released
+
+  def teacher_logits(self, images):
+    """The frozen teacher in inference mode, float32: [B, K], or [B, M, K] for an ensemble."""
+    return tf.cast(self.teacher(images, training=False), tf.float32)
 
   def release_rows(self, rows):
     """The DP mechanism on the private rows, [B, K] or an ensemble's [B, M, K] (a hook so
@@ -473,8 +477,7 @@ class DPDFD(keras.Model):
     images = tf.stop_gradient(images)
     with tf.GradientTape() as tape:
       tape.watch(images)
-      teacher_logits = aggregate_logits(tf.cast(self.teacher(images, training=False),
-                                                tf.float32))
+      teacher_logits = aggregate_logits(self.teacher_logits(images))
       student_logits = tf.cast(self.student(images, training=False), tf.float32)
       # Sum of per-image losses: its gradient w.r.t. image i is image i's own gradient.
       negative_discrepancy = -tf.reduce_sum(losses.per_sample_distillation_loss(
@@ -496,7 +499,7 @@ class DPDFD(keras.Model):
               + weights.released_rows * losses.released_rows_loss(released, student_logits,
                                                                   self.clip_norm))
     # NOT private (see not_private_reason).
-    teacher_logits = aggregate_logits(tf.cast(self.teacher(images, training=False), tf.float32))
+    teacher_logits = aggregate_logits(self.teacher_logits(images))
     if self.generator_mode == "teacher":
       return (losses.confidence_loss(teacher_logits)
               + self.generator_loss_weights.balance * losses.balance_loss(teacher_logits))

@@ -203,3 +203,11 @@ def test_release_rejects_bad_values(kwargs):
 def test_delta_outside_unit_interval_is_rejected(delta):
   with pytest.raises(ValueError):
     accounting.epsilon(accounting.Release(1.0, 8, 1), delta)
+
+
+@pytest.mark.parametrize("unit,kwargs", UNIT_CASES)
+def test_a_report_describes_its_release_exactly(unit, kwargs):
+  release = accounting.Release(3.0, 128, 70, unit=unit, clip_norm=0.5, **kwargs)
+  again = accounting.release_from_summary(accounting.privacy_report(release, 1e-5),
+                                          name=release.name)
+  assert again == release
