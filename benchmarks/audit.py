@@ -2,9 +2,10 @@ r"""Membership-inference audit of the benchmark models on Fashion-MNIST.
 
   python -m benchmarks.run --only=audit
 
-Members are records the teachers were trained on (the train split: the single teacher and the
-DP-SGD classifiers used all of it, the ensemble's disjoint shards cover all of it); non-members
-are held-out records (the test split). The same fixed-seed samples of each are scored by every
+Members are records the teachers were trained on (the first records of the train split, 55,000
+in benchmarks.run's full mode, whose last 5,000 are its validation split: the single teacher and
+the DP-SGD classifiers used all of them, the ensemble's disjoint shards cover them all);
+non-members are held-out records (the test split). The same fixed-seed samples of each are scored by every
 model found under the runs directory:
 
   * ``teacher/model`` (non-private teacher), ``ensemble<M>/model`` (teacher ensemble, averaged
@@ -250,27 +251,24 @@ def _listdir(path):
 # Samples and the reference model.
 
 
-# Quick-mode teachers train on the first QUICK_TRAIN_RECORDS training records only
-# (benchmarks/run.py, QUICK_MODE.train_records): the audited members must come from those.
-QUICK_TRAIN_RECORDS = 10000
-
-
-def audit_samples(sample_size, member_pool=None):
+def audit_samples(sample_size, member_records=None):
   """(member images, labels, non-member images, labels, reference images, labels).
 
-  Nested samples: one seeded permutation per split, the first ``sample_size`` records audited,
-  so the quick sample lies inside the full one and one cached reference serves both.
+  Members are drawn from the first ``member_records`` training records (None: all), the ones
+  the teachers trained on (benchmarks/run.py, Mode.train_records). One seeded permutation per
+  split, the first ``sample_size`` records audited: the quick mode's non-members lie inside the
+  full mode's, so one cached reference serves both.
   """
   train_images, train_labels = data.load(DATASET, "train")
   test_images, test_labels = data.load(DATASET, "test")
   member_order = np.random.default_rng(SAMPLE_SEED).permutation(
-      member_pool or len(train_images))
+      member_records or len(train_images))
   test_order = np.random.default_rng(SAMPLE_SEED + 1).permutation(len(test_images))
   members = member_order[:sample_size]
   non_members = test_order[:sample_size]
   # The reference model stands for what an attacker can train without the private data, so it
   # must come from the population, not from the private training set: every train record is in
-  # that set (the teacher and DP-SGD used the whole split, the ensemble's shards cover it all).
+  # that set (the validation records are private too, and the teachers' shards cover the rest).
   # The test split is the population data we have. It must also exclude the audited non-members
   # (always the full SAMPLE_SIZE, also in quick mode): a reference trained on them would give
   # them low reference losses, push their calibrated scores down and inflate the attack.
@@ -317,16 +315,17 @@ def reference_model(runs, images, labels):
 # The section.
 
 
-def audit_section(runs: str, quick: bool = False) -> dict:
+def audit_section(runs: str, quick: bool = False, member_records: int = None) -> dict:
   """Runs the audit on every model found under ``runs``; returns a JSON-serializable result.
 
   Writes the loss attack's ROC plot to benchmarks/results/mia_roc.png (mia_roc_quick.png in
   quick mode, which audits 1,000 members and 1,000 non-members instead of 5,000 each).
+  Members come from the first ``member_records`` training records (None: all of them).
   """
   start = time.time()
   sample_size = QUICK_SAMPLE_SIZE if quick else SAMPLE_SIZE
   (member_images, member_labels, non_member_images, non_member_labels, reference_images,
-   reference_labels) = audit_samples(sample_size, QUICK_TRAIN_RECORDS if quick else None)
+   reference_labels) = audit_samples(sample_size, member_records)
   reference, reference_record, reused = reference_model(runs, reference_images, reference_labels)
   reference_member_loss, reference_member_classes = cross_entropy(
       model_outputs(reference, member_images), member_labels)
@@ -369,6 +368,7 @@ def audit_section(runs: str, quick: bool = False) -> dict:
   if curves:
     plot_roc(curves, os.path.join(REPO, plot), sample_size)
   return {"dataset": DATASET, "quick": quick, "members": sample_size,
+          "member_records": member_records,
           "non_members": sample_size, "sample_seed": SAMPLE_SEED, "fpr_target": FPR_TARGET,
           "bootstrap_resamples": BOOTSTRAP_RESAMPLES, "confidence": CONFIDENCE,
           "reference": reference_summary, "audited": [row["name"] for row in rows],
@@ -455,7 +455,9 @@ def markdown_lines(result: dict) -> list:
   reference = result["reference"]
   quick = " (quick mode)" if result["quick"] else ""
   lines += [
-      f"Fashion-MNIST, {result['members']:,} members (train records, seeded sample) against "
+      f"Fashion-MNIST, {result['members']:,} members (a seeded sample of the "
+      + (f"first {result['member_records']:,} " if result.get("member_records") else "")
+      + "train records, the teachers' training data) against "
       f"{result['non_members']:,} non-members (test records){quick}. "
       "Loss attack: a record is called a member when the model's cross-entropy on its true label "
       "is low. Calibrated attack: the same after subtracting the loss of a reference model "

@@ -6,12 +6,16 @@ use it; a teacher trained on another range declares it (``InputRange``) and is f
 
 Sources, in the order they are tried for a named dataset:
 1. ``data_dir`` if given: a directory with the original IDX files (``train-images-idx3-ubyte[.gz]``
-   ...), or an ``.npz`` file (keys ``x_train``/``y_train``/``x_test``/``y_test``, or
-   ``images``/``labels`` for a single split such as ``generate``'s output).
+   ...), or an ``.npz`` file (keys ``x_train``/``y_train``/``x_test``/``y_test``, optionally
+   ``x_validation``/``y_validation``, or ``images``/``labels`` for a single split such as
+   ``generate``'s output).
 2. A local copy of the IDX files in a well-known place (Debian's ``dataset-fashion-mnist``
    installs Fashion-MNIST under /usr/share/datasets/fashion-mnist).
 3. tensorflow-datasets (downloads; needs the network the first time).
 ``digits`` (scikit-learn's 8x8 digits, 1,797 images, shipped with scikit-learn) needs no download.
+
+The validation split exists only where an .npz provides it: hold records out of the training split
+with ``save_npz`` (the benchmarks do), so that hyper-parameters are chosen without the test split.
 """
 
 import dataclasses
@@ -52,7 +56,7 @@ DATASETS = {
     "digits": DatasetInfo((8, 8, 1), 10, _DIGIT_NAMES),
 }
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
 # scikit-learn digits has no official split: a fixed, seeded 80/20 split.
 _DIGITS_SPLIT_SEED = 0
@@ -71,6 +75,10 @@ def load(name: str, split: str, data_dir: Optional[str] = None):
     raise DpdfdError(f"unknown split {split!r}; expected one of {SPLITS}")
   if data_dir:
     images, labels = _load_local(data_dir, split)
+  elif split == "validation":
+    raise DpdfdError(f"{name} has no validation split of its own: pass --data_dir with an .npz "
+                     "holding x_validation/y_validation (records held out of the training "
+                     "split; data.save_npz writes one)")
   elif name == "digits":
     images, labels = _load_digits(split)
   else:
@@ -132,7 +140,7 @@ def _idx_path(directory, split, kind):
 
 def _has_idx_files(directory):
   return bool(directory) and os.path.isdir(directory) and all(
-      _idx_path(directory, split, kind) for split in SPLITS for kind in ("images", "labels"))
+      _idx_path(directory, split, kind) for split in _IDX_PREFIX for kind in ("images", "labels"))
 
 
 def read_idx(path):
@@ -156,6 +164,9 @@ def read_idx(path):
 
 
 def _load_idx_dir(directory, split):
+  if split == "validation":
+    raise DpdfdError(f"{directory} holds IDX files, which have no validation split: pass an .npz "
+                     "holding x_validation/y_validation (data.save_npz writes one)")
   return (read_idx(_idx_path(directory, split, "images")),
           read_idx(_idx_path(directory, split, "labels")))
 
@@ -203,3 +214,25 @@ def _load_tfds(info, split):
         f"could not obtain {info.tfds_name} through tensorflow-datasets ({type(e).__name__}); "
         "without network access pass --data_dir with the IDX files or an .npz file") from None
   return images, labels
+
+
+def save_npz(path: str, **splits):
+  """Writes ``{split: (images, labels)}`` as an .npz that ``load(..., data_dir=path)`` reads.
+
+  Images in the pixel convention ([0, 1] floats) are stored as bytes when that is exact (they
+  were bytes to begin with), else as float32. The file appears only once complete.
+  """
+  unknown = sorted(set(splits) - set(SPLITS))
+  if unknown:
+    raise DpdfdError(f"unknown split(s) {unknown}; expected some of {SPLITS}")
+  arrays = {}
+  for split, (images, labels) in splits.items():
+    images = np.asarray(images, np.float32)
+    as_bytes = np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
+    exact = np.array_equal(as_bytes.astype(np.float32) / 255.0, images)  # as load() maps bytes
+    arrays[f"x_{split}"] = as_bytes if exact else images
+    arrays[f"y_{split}"] = np.asarray(labels, np.int64)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  temporary = path[:-len(".npz")] + ".partial.npz" if path.endswith(".npz") else path + ".partial"
+  np.savez_compressed(temporary, **arrays)
+  os.replace(temporary, path)

@@ -1,6 +1,10 @@
-r"""Prints a classifier's test accuracy (teachers and students alike).
+r"""Prints a classifier's accuracy on one split (teachers and students alike).
 
   python -m dpdfd_tf.evaluate --model=runs/dpdfd/student --dataset=fashion_mnist
+  python -m dpdfd_tf.evaluate --model=runs/dpdfd/student --dataset=fashion_mnist \
+      --data_dir=splits.npz --split=validation   # choosing hyper-parameters: never on test
+
+A validation split comes from an .npz with x_validation/y_validation (``data.save_npz``).
 """
 
 from absl import flags
@@ -15,7 +19,8 @@ MODEL_OUTPUTS = flags.DEFINE_enum("model_outputs", "auto", list(teachers.OUTPUT_
                                   "Whether the model returns logits or probabilities.")
 MODEL_INPUT_RANGE = flags.DEFINE_string("model_input_range", "0,1",
                                         "Input range the model expects (see distill).")
-SPLIT = flags.DEFINE_enum("split", "test", list(data.SPLITS), "Split to evaluate on.")
+SPLIT = flags.DEFINE_enum("split", "test", list(data.SPLITS), "Split to evaluate on. "
+                          "validation needs --data_dir with an .npz that has one.")
 
 
 def main(argv):

@@ -1,9 +1,12 @@
-"""benchmarks.run without running anything: the markdown and plot drawn from stored results."""
+"""benchmarks.run without running anything: the markdown and plot drawn from stored results, and
+the choices made on the validation split (with a fake command runner)."""
 
 import dataclasses
+import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 from benchmarks import common
@@ -93,3 +96,100 @@ def test_audit_section_without_its_module_says_what_is_missing(monkeypatch):
 def test_other_load_is_a_non_negative_number_of_cores():
   cores = common.OtherLoad().cores()
   assert cores is None or cores >= 0
+
+
+class FakeRuns:
+  """Stands in for benchmarks.common.run: distill writes a finished run, evaluate prints the
+  accuracy the test gave that run on that split. Records every command."""
+
+  def __init__(self, runs_dir, accuracies):
+    self.runs_dir, self.accuracies, self.commands = runs_dir, accuracies, []
+
+  def __call__(self, command, echo=True):
+    del echo
+    self.commands.append(command)
+    flags_ = dict(part[2:].split("=", 1) for part in command if part.startswith("--") and
+                  "=" in part)
+    if command[2] == "dpdfd_tf.distill":
+      out = flags_["output_dir"]
+      os.makedirs(out, exist_ok=True)
+      with open(os.path.join(out, "privacy_report.json"), "w") as f:
+        json.dump({"epsilon": 9.99, "noise_multiplier": 2.0, "unit": "teacher_ensemble",
+                   "private_steps": 1000}, f)
+      open(os.path.join(out, "samples.png"), "wb").close()
+      return ""
+    assert command[2] == "dpdfd_tf.evaluate"
+    split = flags_.get("split", "test")
+    name = os.path.basename(os.path.dirname(flags_["model"]))
+    return f"{split} accuracy: {self.accuracies[name][split]:.4f}\n"
+
+  def evaluated(self, split):
+    return [part for command in self.commands if command[2] == "dpdfd_tf.evaluate"
+            and (f"--split={split}" in command or split == "test" and not any(
+                p.startswith("--split=") for p in command)) for part in command
+            if part.startswith("--model=")]
+
+
+def fake_context(tmp_path, monkeypatch, accuracies):
+  fake = FakeRuns(str(tmp_path / "runs"), accuracies)
+  monkeypatch.setattr(run, "run", fake)
+  monkeypatch.setattr(run.Context, "data_path", lambda self: "splits.npz")
+  mode = dataclasses.replace(run.FULL, results_dir=str(tmp_path),
+                             markdown=str(tmp_path / "BENCHMARKS.md"))
+  return run.Context(mode, str(tmp_path / "runs"), {}), fake
+
+
+CHOICE = run.Choice("ensemble, epsilon 10", tuple(
+    run.Candidate(name, f"config {name}", (f"--steps={steps}",))
+    for name, steps in (("a", 100), ("b", 200), ("c", 300))), grid="steps")
+
+
+def test_choice_is_made_on_validation_and_only_the_chosen_run_sees_the_test_split(
+    tmp_path, monkeypatch):
+  # b and c tie on validation (b comes first); c would win on test, a is best on test.
+  accuracies = {"a": {"validation": 0.7, "test": 0.95}, "b": {"validation": 0.8, "test": 0.6},
+                "c": {"validation": 0.8, "test": 0.9}}
+  ctx, fake = fake_context(tmp_path, monkeypatch, accuracies)
+  row = run.chosen_row(ctx, CHOICE, "teacher/model")
+  assert row["run"] == "b" and row["accuracy"] == 0.6 and row["validation_accuracy"] == 0.8
+  assert row["name"] == "ensemble, epsilon 10, config b" and row["flags"] == ["--steps=200"]
+  assert fake.evaluated("test") == [f"--model={tmp_path}/runs/b/student"]
+  assert len(fake.evaluated("validation")) == 3
+  assert all("--data_dir=splits.npz" in command for command in fake.commands
+             if "--split=validation" in command)
+  assert [c["validation_accuracy"] for c in row["tuning"]["candidates"]] == [0.7, 0.8, 0.8]
+  text = "\n".join(run.tuning_lines({"privacy": {"rows": [row]}}))
+  assert "| ensemble, epsilon 10, config b | steps | **config b** | 80.0% |" in text
+  assert "| config a | 70.0% |" in text and "--output_dir=" in text
+
+
+def test_a_kept_subset_of_one_is_a_fixed_row_and_none_kept_is_no_row(tmp_path, monkeypatch):
+  accuracies = {name: {"validation": 0.5, "test": 0.5} for name in "abc"}
+  ctx, fake = fake_context(tmp_path, monkeypatch, accuracies)
+  row = run.chosen_row(ctx, CHOICE, "teacher/model", keep=("c",))
+  assert row["run"] == "c" and "tuning" not in row
+  assert run.chosen_row(ctx, CHOICE, "teacher/model", keep=("z",)) is None
+  assert not run.tuning_lines({"privacy": {"rows": [row]}})
+
+
+def test_epsilon_1_reuses_the_configuration_chosen_at_epsilon_10():
+  chosen = run.ENSEMBLE_EPSILON10.candidates[0]
+  assert chosen.flags == ("--epsilon=10", "--steps=400")
+  again = run.at_epsilon_1(chosen).candidates
+  assert [(c.name, c.flags) for c in again] == [("ensemble_eps1_400",
+                                                 ("--epsilon=1", "--steps=400"))]
+  assert run.at_epsilon_1(run.ENSEMBLE_EPSILON10.candidates[1]).candidates[0].name == (
+      "ensemble_eps1")
+
+
+def test_teachers_train_on_records_disjoint_from_the_validation_split(tmp_path):
+  path = str(tmp_path / "splits.npz")
+  run.write_splits(path, 100, 30)
+  train_images, _ = run.data.load("fashion_mnist", "train")
+  np.testing.assert_array_equal(run.data.load("fashion_mnist", "train", path)[0],
+                                train_images[:100])
+  np.testing.assert_array_equal(run.data.load("fashion_mnist", "validation", path)[0],
+                                train_images[-30:])
+  assert len(run.data.load("fashion_mnist", "test", path)[1]) == 10000
+  with pytest.raises(ValueError, match="overlap"):
+    run.write_splits(path, 55000, 5001)

@@ -55,6 +55,35 @@ def test_npz_sources(tmp_path, rng):
   assert images.shape == (3, 28, 28, 1) and list(labels) == [1, 2, 3]
 
 
+def test_save_npz_round_trips_every_split_and_keeps_bytes_exact(tmp_path, rng):
+  path = str(tmp_path / "splits.npz")
+  as_unit = lambda count: rng.integers(0, 256, (count, 28, 28, 1)).astype(np.float32) / 255.0
+  splits = {"train": (as_unit(5), np.arange(5)), "validation": (as_unit(3), np.arange(3)),
+            "test": (rng.random((2, 28, 28, 1), dtype=np.float32), np.arange(2))}
+  data.save_npz(path, **splits)
+  with np.load(path) as archive:
+    # Pixels that were bytes are stored as bytes; the others stay float32, unrounded.
+    assert archive["x_validation"].dtype == np.uint8 and archive["x_test"].dtype == np.float32
+  for split, (images, labels) in splits.items():
+    loaded_images, loaded_labels = data.load("fashion_mnist", split, path)
+    np.testing.assert_array_equal(loaded_images, images)
+    np.testing.assert_array_equal(loaded_labels, labels)
+  assert sorted(os.listdir(tmp_path)) == ["splits.npz"]  # no partial file left behind
+  with pytest.raises(DpdfdError, match="unknown split"):
+    data.save_npz(path, dev=splits["test"])
+
+
+def test_validation_split_only_from_an_npz_that_has_one(tmp_path, rng):
+  make_idx_dir(str(tmp_path / "idx"), False, rng)
+  for name, data_dir in (("digits", None), ("fashion_mnist", str(tmp_path / "idx"))):
+    with pytest.raises(DpdfdError, match="validation"):
+      data.load(name, "validation", data_dir)
+  path = tmp_path / "no_validation.npz"
+  np.savez(path, x_train=np.zeros((2, 28, 28), np.uint8), y_train=np.arange(2))
+  with pytest.raises(DpdfdError, match="x_validation"):
+    data.load("fashion_mnist", "validation", str(path))
+
+
 def test_digits_needs_no_download_and_splits_disjointly():
   train_images, train_labels = data.load("digits", "train")
   test_images, _ = data.load("digits", "test")
