@@ -290,7 +290,9 @@ class DPDFD(keras.Model):
     return list(self._trackers.values())
 
   def _metric_names(self):
-    names = ["generator_loss", "student_batch_entropy", "released_row_norm"]
+    names = ["generator_loss", "student_batch_entropy"]
+    if self.student_mechanism == "output_gradient":  # dp_optimizer releases no rows
+      names.append("released_row_norm")
     if not self.is_private:
       # Computed from raw teacher outputs: only logged when the run is not private anyway.
       names += ["distillation_loss", "teacher_agreement"]
@@ -420,8 +422,9 @@ class DPDFD(keras.Model):
     self.private_steps.assign_add(1)
 
     self._trackers["student_batch_entropy"].update_state(losses.batch_entropy(student_logits))
-    self._trackers["released_row_norm"].update_state(
-        tf.reduce_mean(tf.norm(released, axis=-1)))
+    if "released_row_norm" in self._trackers:
+      self._trackers["released_row_norm"].update_state(
+          tf.reduce_mean(tf.norm(released, axis=-1)))
     if not self.is_private:
       teacher_logits = aggregate_logits(teacher_logits)
       self._trackers["distillation_loss"].update_state(tf.reduce_mean(

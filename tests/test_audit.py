@@ -207,3 +207,18 @@ def test_markdown_reading_without_leakage():
   assert "An AUC interval below 0.5 (student_eps10)" in text
   assert "(quick mode)" in text and "![" not in text
   json.dumps(result)  # what run.py stores must be JSON
+
+
+def test_audited_members_come_from_the_records_the_teachers_trained_on():
+  train_images, _ = audit.data.load(audit.DATASET, "train")
+  test_images, _ = audit.data.load(audit.DATASET, "test")
+  (members, _, non_members, _, reference, _) = audit.audit_samples(50, member_records=200)
+  # Each audited member is one of the first 200 training records (the benchmark's validation
+  # records and the rest of the split are never called members).
+  first = train_images[:200].reshape(200, -1)
+  assert all(np.any(np.all(first == member.reshape(1, -1), axis=1)) for member in members)
+  assert len(members) == len(non_members) == 50
+  assert len(reference) == len(test_images) - audit.SAMPLE_SIZE
+  # The reference never sees an audited non-member.
+  flat_reference = {row.tobytes() for row in reference.reshape(len(reference), -1)}
+  assert not any(row.tobytes() in flat_reference for row in non_members.reshape(50, -1))

@@ -79,6 +79,15 @@ def test_markdown_and_plot_from_stored_results(tmp_path, mode):
   assert ("smoke scale" in text) == (mode.name == "quick")
 
 
+def test_last_run_line_gives_each_section_its_time():
+  results = {"last_run": {"wall_seconds": 600.0, "machine": "m", "date": "d", "cpus": 2,
+                          "other_load_cores": 0.0, "failed_sections": [], "reused_runs": 0},
+             "accuracy": {"wall_seconds": 240.0, "rows": []}, "speed": {"wall_seconds": 30.0}}
+  (line, _) = run.last_run_lines(results, "The last whole run")
+  assert line.startswith("The last whole run took 10.0 minutes on m, d.")
+  assert line.endswith("Per section: accuracy 4.0 min, speed 0.5 min.")
+
+
 def test_older_speed_results_still_draw(tmp_path):
   mode = dataclasses.replace(run.FULL, results_dir=str(tmp_path),
                              markdown=str(tmp_path / "BENCHMARKS.md"))
