@@ -534,19 +534,29 @@ def last_run_lines(results, what):
           f"{last['date']}"
           + (f", reusing {reused} finished runs of an earlier invocation" if reused else "")
           + f". {load}" + (f" Sections that failed: {', '.join(failed)}." if failed else "")
-          + section_times(results), ""]
+          + section_times(last), ""]
 
 
-def section_times(results):
-  """' Per section: accuracy 35.5 min, ...' from the sections' stored wall times, or ''."""
-  times = [f"{name} {results[name]['wall_seconds'] / 60:.1f} min" for name in SECTIONS
-           if isinstance(results.get(name), dict) and "wall_seconds" in results[name]]
+def section_times(last):
+  """' Per section: accuracy 35.5 min, ...' for the sections of that whole run, or ''."""
+  times = [f"{name} {seconds / 60:.1f} min"
+           for name, seconds in (last.get("section_seconds") or {}).items()]
   return f" Per section: {', '.join(times)}." if times else ""
+
+
+def section_lines(section):
+  """'Machine: ...; measured ...' and, where stored, how long the section's last run took."""
+  text = f"Machine: {section['machine']}; measured {section['date']}"
+  if "wall_seconds" in section:
+    reused = section.get("reused_runs")
+    text += (f"; the section took {section['wall_seconds'] / 60:.1f} minutes"
+             + (f", reusing {reused} finished runs" if reused else ""))
+  return text + "."
 
 
 def accuracy_lines(mode, section):
   lines = ["## Fashion-MNIST test accuracy", "",
-           f"Machine: {section['machine']}; measured {section['date']}.", "",
+           section_lines(section), "",
            "| model | test accuracy | validation accuracy | epsilon (delta 1e-5, teacher unit) | "
            "sigma | private steps |", "|---|---|---|---|---|---|"]
   for row in section["rows"]:
@@ -567,7 +577,7 @@ def accuracy_lines(mode, section):
 
 def privacy_lines(mode, section):
   lines = ["## Fashion-MNIST: ensemble-unit DPDFD against DP-SGD on the real data", "",
-           f"Machine: {section['machine']}; measured {section['date']}. delta = 1e-5. The "
+           section_lines(section) + " delta = 1e-5. The "
            "DPDFD rows use the default teacher-free generator unless stated.", "",
            "| model | test accuracy | validation accuracy | unit | epsilon | sigma | private "
            "steps |", "|---|---|---|---|---|---|---|"]
@@ -661,7 +671,7 @@ def utility_lines(mode, results):
 
 def downstream_lines(section):
   lines = ["## Downstream classifier trained only on DP synthetic data", "",
-           f"Machine: {section['machine']}; measured {section['date']}. A small CNN (width 16) "
+           section_lines(section) + " A small CNN (width 16) "
            "is trained only on samples of the run's DP generator, labelled by its DP student "
            "(`dpdfd_tf.generate`), and tested on the real Fashion-MNIST test set. Both are "
            "post-processing of the run's releases: the epsilon is the run's (delta = 1e-5).", "",
@@ -818,8 +828,9 @@ def main(argv):
   os.makedirs(mode.results_dir, exist_ok=True)
   ctx = Context(mode, RUNS_DIR.value or mode.runs_dir, load_results(mode))
   failed = {}
+  section_seconds = {}
   for name in names:
-    section_start = time.time()
+    section_start, reused_before = time.time(), ctx.reused
     try:
       measured = SECTIONS[name](ctx)
     except Exception as error:  # pylint: disable=broad-except
@@ -829,7 +840,9 @@ def main(argv):
       failed[name] = str(error)
       continue
     stamp = {"machine": machine(), "date": datetime.date.today().isoformat(),
-             "wall_seconds": round(time.time() - section_start, 1)}
+             "wall_seconds": round(time.time() - section_start, 1),
+             "reused_runs": ctx.reused - reused_before}
+    section_seconds[name] = stamp["wall_seconds"]
     ctx.results[name] = (dict(measured, **stamp) if isinstance(measured, dict)
                          else dict(rows=measured, **stamp))
     save_results(mode, ctx.results)
@@ -838,7 +851,8 @@ def main(argv):
     ctx.results["last_run"] = {"wall_seconds": time.time() - start, "machine": machine(),
                                "date": datetime.date.today().isoformat(), "cpus": os.cpu_count(),
                                "other_load_cores": load.cores(),
-                               "failed_sections": sorted(failed), "reused_runs": ctx.reused}
+                               "failed_sections": sorted(failed), "reused_runs": ctx.reused,
+                               "section_seconds": section_seconds}
     save_results(mode, ctx.results)
     write_markdown(mode, ctx.results)
   if mode.quick:  # BENCHMARKS.md again from the full-mode results, untouched

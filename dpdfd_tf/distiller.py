@@ -506,7 +506,8 @@ class DPDFD(keras.Model):
     if self.generator_mode == "teacher":
       return (losses.confidence_loss(teacher_logits)
               + self.generator_loss_weights.balance * losses.balance_loss(teacher_logits))
-    return losses.discrepancy_loss(student_logits, teacher_logits)
+    return losses.discrepancy_loss(self.distillation_loss, student_logits, teacher_logits,
+                                   self.temperature)
 
 
 def _loss_scaled(optimizer):

@@ -93,6 +93,13 @@ def released_rows_loss(released_rows, student_logits, clip_norm):
   return -tf.reduce_mean(tf.reduce_sum(rows * student_logits, axis=-1)) / clip_norm
 
 
-def discrepancy_loss(student_logits, teacher_logits):
-  """DFAD generator loss: -mean L1 distance between teacher and student logits."""
-  return -tf.reduce_mean(tf.abs(teacher_logits - student_logits))
+def discrepancy_loss(name, student_logits, teacher_logits, temperature=1.0):
+  """DFAD generator loss: minus the batch mean of the distillation loss the student minimizes.
+
+  The generator must seek inputs where the student is far from the teacher in the student's own
+  loss. With ``l1`` this is DFAD's mean L1 logit distance. Maximizing L1 against a KL student
+  instead lets the generator chase logit offsets that KL ignores (softmax is shift-invariant), and
+  the student collapsed to chance in the benchmark.
+  """
+  return -tf.reduce_mean(per_sample_distillation_loss(name, student_logits, teacher_logits,
+                                                      temperature))

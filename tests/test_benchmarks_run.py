@@ -80,12 +80,17 @@ def test_markdown_and_plot_from_stored_results(tmp_path, mode):
 
 
 def test_last_run_line_gives_each_section_its_time():
+  # A section rerun alone later (accuracy: 1 minute) does not change the whole run's line.
   results = {"last_run": {"wall_seconds": 600.0, "machine": "m", "date": "d", "cpus": 2,
-                          "other_load_cores": 0.0, "failed_sections": [], "reused_runs": 0},
-             "accuracy": {"wall_seconds": 240.0, "rows": []}, "speed": {"wall_seconds": 30.0}}
+                          "other_load_cores": 0.0, "failed_sections": [], "reused_runs": 0,
+                          "section_seconds": {"accuracy": 240.0, "speed": 30.0}},
+             "accuracy": {"machine": "m", "date": "e", "wall_seconds": 60.0, "reused_runs": 3,
+                          "rows": []}}
   (line, _) = run.last_run_lines(results, "The last whole run")
   assert line.startswith("The last whole run took 10.0 minutes on m, d.")
   assert line.endswith("Per section: accuracy 4.0 min, speed 0.5 min.")
+  assert run.section_lines(results["accuracy"]) == (
+      "Machine: m; measured e; the section took 1.0 minutes, reusing 3 finished runs.")
 
 
 def test_older_speed_results_still_draw(tmp_path):

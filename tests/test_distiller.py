@@ -370,3 +370,20 @@ def test_mixed_precision_keeps_the_dp_arithmetic_in_float32(mixed_precision):
   assert int(noisy_low.private_steps.numpy()) == 2
   assert noisy_low.epsilon(1e-5) == noisy.epsilon(1e-5)
   assert np.all(np.isfinite(noisy_low.student.get_weights()[0]))
+
+
+def test_adversarial_generator_maximizes_the_students_own_distillation_loss():
+  student = tf.constant([[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+  teacher = tf.constant([[0.0, 2.0, 0.0], [0.5, -0.5, 1.0]])
+  # l1: DFAD's mean absolute logit distance, by hand: (1 + 2 + 1) / 3 and (0 + 1 + 1) / 3.
+  np.testing.assert_allclose(losses.discrepancy_loss("l1", student, teacher),
+                             -np.mean([4 / 3, 2 / 3]), rtol=1e-6)
+  # kl: the generator's objective ignores a logit offset, as the KL student does (the L1
+  # distance would grow with it and send the generator after a gap the student cannot close).
+  shifted = student + 5.0
+  np.testing.assert_allclose(losses.discrepancy_loss("kl", shifted, teacher),
+                             losses.discrepancy_loss("kl", student, teacher), rtol=1e-5)
+  p = tf.nn.softmax(teacher).numpy()
+  kl = np.sum(p * (np.log(p) - tf.nn.log_softmax(student).numpy()), axis=-1)
+  np.testing.assert_allclose(losses.discrepancy_loss("kl", student, teacher), -kl.mean(),
+                             rtol=1e-5)
