@@ -5,8 +5,8 @@ r"""Membership-inference audit of the benchmark models on Fashion-MNIST.
 Members are records the teachers were trained on (the first records of the train split, 55,000
 in benchmarks.run's full mode, whose last 5,000 are its validation split: the single teacher and
 the DP-SGD classifiers used all of them, the ensemble's disjoint shards cover them all);
-non-members are held-out records (the test split). The same fixed-seed samples of each are scored by every
-model found under the runs directory:
+non-members are held-out records (the test split). The same fixed-seed samples of each are
+scored by every model found under the runs directory:
 
   * ``teacher/model`` (non-private teacher), ``ensemble<M>/model`` (teacher ensemble, averaged
     softmax), ``dpsgd_eps1/model`` and ``dpsgd_eps10/model`` (DP-SGD classifiers),
@@ -372,8 +372,8 @@ def audit_section(runs: str, quick: bool = False, member_records: int = None) ->
           "non_members": sample_size, "sample_seed": SAMPLE_SEED, "fpr_target": FPR_TARGET,
           "bootstrap_resamples": BOOTSTRAP_RESAMPLES, "confidence": CONFIDENCE,
           "reference": reference_summary, "audited": [row["name"] for row in rows],
-          "rows": rows, "roc_plot": plot if curves else None, "command": (COMMAND.replace(" --only", " --quick --only") if quick
-                                     else COMMAND),
+          "rows": rows, "roc_plot": plot if curves else None,
+          "command": COMMAND.replace(" --only", " --quick --only") if quick else COMMAND,
           "seconds": round(time.time() - start, 1)}
 
 

@@ -16,9 +16,11 @@ speed_gpu (step time on a GPU).
 The test split never chooses anything. The teachers train on the first 55,000 training records;
 the last 5,000 are a validation split (an .npz passed with --data_dir). Where a row compares
 several configurations (a ``Choice``), every one is run and evaluated on the validation split,
-and only the best is evaluated on the test split and reported. Runs go to --runs_dir (reused when a finished run is already
-there, so an interrupted benchmark continues); results accumulate in
-benchmarks/results/results.json, from which BENCHMARKS.md and benchmarks/results/*.png are drawn.
+and only the best is evaluated on the test split and reported.
+
+Runs go to --runs_dir (reused when a finished run is already there, so an interrupted benchmark
+continues); results accumulate in benchmarks/results/results.json, from which BENCHMARKS.md and
+benchmarks/results/*.png are drawn.
 
 --quick shortens every run (a 10,000-record training subset for the teachers, a few hundred
 private steps at batch 64, a few timed steps) and keeps everything apart from the full-mode
@@ -41,7 +43,6 @@ from typing import Optional, Tuple
 
 from absl import app
 from absl import flags
-import numpy as np
 
 from benchmarks import common
 from benchmarks.common import run
@@ -505,8 +506,8 @@ def header_lines(mode, results):
   lines = ["# Benchmarks", "",
            "Every number below was produced by the command printed next to it, on the machine "
            "named there. Regenerate with `python -m benchmarks.run` (under 90 minutes on 2 CPU "
-           "cores from scratch, below; finished runs under benchmarks/runs are reused). One seed each: differences "
-           "under ~2 points are noise.", "",
+           "cores from scratch, below; finished runs under benchmarks/runs are reused). One "
+           "seed each: differences under ~2 points are noise.", "",
            "**The test split chooses nothing.** The teachers (single, ensemble and DP-SGD) train "
            f"on the first {mode.train_records:,} Fashion-MNIST training records; the last "
            f"{mode.validation_records:,} are a validation split that no model trains on. Where "
